@@ -1,0 +1,220 @@
+//! The boot flow: from the loader's hand-off to every CPU online.
+
+use alloc::boxed::Box;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::arch::x64::{acpi, cpu, gdt, idt, lapic::LocalApic, paging, percpu, pit, power, serial, smp, vmx,
+};
+use crate::bootinfo::{self, BootInfo, BootInfoError, PhysRead, MB1_MAGIC, MB2_MAGIC};
+use crate::cpus::CpuList;
+use crate::frames::FrameAllocator;
+use crate::range::Range;
+use crate::{heap, log};
+use vmlink_abi::{exit_status, HALT_MARKER};
+
+/// What the image knows about itself (from the linker script and the boot
+/// assembly), handed in by the binary.
+pub struct ImageLayout {
+    pub image: Range,
+    pub ap_trampoline: &'static [u8],
+    /// The boot page tables (identity map of the first 4 GiB, below 4 GiB):
+    /// the AP trampoline runs on them until the AP loads the real ones.
+    pub boot_pml4: u64,
+}
+
+const AP_STACK_SIZE: usize = 64 * 1024;
+
+/// Physical memory through the identity map.
+struct IdentityMem;
+
+impl PhysRead for IdentityMem {
+    fn read(&self, addr: u64, buf: &mut [u8]) {
+        // SAFETY: the boot page tables identity-map the first 4 GiB, where
+        // multiboot1 information always lies (its pointers are 32-bit).
+        unsafe { core::ptr::copy_nonoverlapping(addr as *const u8, buf.as_mut_ptr(), buf.len()) };
+    }
+}
+
+/// Prints the closing line the test harness waits for, tells an emulator
+/// to exit, and stops this CPU.
+pub fn system_halt(status: u8) -> ! {
+    let word = match status {
+        exit_status::OK => "ok",
+        exit_status::NO_VMX => "novmx",
+        exit_status::PANIC => "panic",
+        _ => "fail",
+    };
+    log!("{HALT_MARKER} status={word}");
+    serial::flush();
+    power::exit_emulator(status);
+    cpu::halt_forever()
+}
+
+fn fatal(what: core::fmt::Arguments) -> ! {
+    log!("vmlink: fatal: {what}");
+    system_halt(exit_status::FAIL)
+}
+
+static PML4: spin::Once<u64> = spin::Once::new();
+static CPUS: spin::Once<CpuList> = spin::Once::new();
+
+/// The boot CPU's path. `magic` and `info` are what the loader passed.
+pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
+    percpu::install_bsp();
+    serial::init();
+    log!("vmlink {} (shared ABI {}) starting", crate::VERSION, vmlink_abi::ABI_VERSION);
+
+    let boot = match magic {
+        MB1_MAGIC => bootinfo::parse_mb1(&IdentityMem, u64::from(info)),
+        // SAFETY: with this magic, `info` is GRUB's multiboot2 structure,
+        // identity-mapped and untouched so far.
+        MB2_MAGIC => unsafe { bootinfo::parse_mb2(u64::from(info)) },
+        other => Err(BootInfoError::UnknownMagic(other)),
+    };
+    let boot = boot.unwrap_or_else(|e| fatal(format_args!("{e}")));
+    report_boot(&boot);
+
+    // A machine without VT-x gets one clear line before anything else.
+    if let Err(why) = vmx::check_and_enable() {
+        log!("vmlink: VT-x not available: {why}");
+        system_halt(exit_status::NO_VMX);
+    }
+
+    let mut frames = memory_init(&boot, &layout);
+    gdt::init_this_cpu();
+    idt::init_this_cpu();
+
+    let top = boot.ram.as_slice().last().map_or(0, |r| r.end);
+    let pml4 = paging::build_identity(&mut frames, top, cpu::has_1g_pages())
+        .unwrap_or_else(|| fatal(format_args!("out of memory building page tables")));
+    paging::activate(pml4);
+    PML4.call_once(|| pml4);
+
+    let apic = LocalApic::this_cpu();
+    let bsp_id = apic.id();
+    let mut entries = alloc::vec::Vec::new();
+    if let Err(e) = acpi::for_each_cpu(boot.acpi_root, |c| entries.push(c)) {
+        log!("vmlink: warning: {e}; starting the boot CPU only");
+    }
+    let cpus = *CPUS.call_once(|| CpuList::from_madt(bsp_id, entries.into_iter()));
+    if cpus.ignored > 0 {
+        log!("vmlink: warning: {} CPUs beyond the first {} are left offline", cpus.ignored, cpus.len());
+    }
+    log!("vmlink: ACPI lists {} CPUs: APIC IDs {:?}", cpus.len(), cpus.as_slice());
+    report_cpu(bsp_id);
+
+    // SAFETY: the first MiB is never handed out by the frame allocator, so
+    // the trampoline page is ours, and it is identity-mapped.
+    unsafe { smp::install_trampoline(layout.ap_trampoline) };
+    let mut online = 1;
+    for (index, &apic_id) in cpus.as_slice().iter().enumerate().skip(1) {
+        let stack = frames
+            .alloc(AP_STACK_SIZE as u64, 4096)
+            .unwrap_or_else(|| fatal(format_args!("out of memory for AP stacks")));
+        let pc: &'static percpu::PerCpu = Box::leak(Box::new(percpu::PerCpu {
+            index: index as u64,
+            apic_id: u64::from(apic_id),
+        }));
+        let ap = smp::ApStart {
+            apic_id,
+            cr3: layout.boot_pml4,
+            stack_top: stack + AP_STACK_SIZE as u64,
+            arg: pc as *const percpu::PerCpu as u64,
+            entry: ap_entry,
+        };
+        // SAFETY: the trampoline is installed; the stack was just allocated
+        // and is used by this AP alone.
+        if unsafe { smp::start_ap(&apic, layout.ap_trampoline.len(), &ap) } {
+            online += 1;
+        } else {
+            log!("vmlink: CPU {index} (APIC ID {apic_id}) did not start");
+        }
+    }
+    // The APs report themselves; wait (boundedly) until each has.
+    for _ in 0..5000 {
+        if REPORTED.load(Ordering::SeqCst) >= online - 1 {
+            break;
+        }
+        pit::delay_us(1000);
+    }
+    let online = 1 + REPORTED.load(Ordering::SeqCst);
+    if online == cpus.len() {
+        log!("vmlink: all {online} CPUs online");
+        log!("vmlink: nothing to run yet (guests come with the VT-x core)");
+        system_halt(exit_status::OK);
+    }
+    log!("vmlink: only {online} of {} CPUs online", cpus.len());
+    system_halt(exit_status::FAIL)
+}
+
+/// APs that finished their start-up and printed their line.
+static REPORTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Every application processor starts here (called by the trampoline with
+/// its PerCpu block).
+extern "C" fn ap_entry(percpu_block: u64) -> ! {
+    // SAFETY: the BSP passed a leaked PerCpu block that lives forever.
+    percpu::install(unsafe { &*(percpu_block as *const percpu::PerCpu) });
+    smp::STARTED.fetch_add(1, Ordering::SeqCst);
+    paging::activate(*PML4.get().expect("page tables built before APs start"));
+    gdt::init_this_cpu();
+    idt::init_this_cpu();
+    let apic = LocalApic::this_cpu();
+    match vmx::check_and_enable() {
+        Ok(()) => report_cpu(apic.id()),
+        Err(why) => log!("vmlink: VT-x not available on this CPU: {why}"),
+    }
+    REPORTED.fetch_add(1, Ordering::SeqCst);
+    cpu::halt_forever()
+}
+
+fn report_boot(boot: &BootInfo) {
+    log!(
+        "boot: {:?}, {} MiB usable RAM in {} ranges, cmdline {:?}",
+        boot.protocol,
+        boot.ram.total() >> 20,
+        boot.ram.as_slice().len(),
+        boot.cmdline()
+    );
+    for m in boot.modules() {
+        log!(
+            "boot: module {:?} at {:#x}..{:#x} ({} KiB)",
+            m.name(),
+            m.range.start,
+            m.range.end,
+            m.range.len() >> 10
+        );
+    }
+    if boot.dropped_modules > 0 {
+        log!("boot: warning: {} modules beyond the first {} ignored", boot.dropped_modules, bootinfo::MAX_MODULES);
+    }
+}
+
+fn memory_init(boot: &BootInfo, layout: &ImageLayout) -> FrameAllocator {
+    let mut reserved = [Range::new(0, 0); bootinfo::MAX_MODULES + 1];
+    reserved[0] = layout.image;
+    for (slot, m) in reserved[1..].iter_mut().zip(boot.modules()) {
+        *slot = m.range;
+    }
+    let mut frames = FrameAllocator::new(&boot.ram, &reserved)
+        .unwrap_or_else(|_| fatal(format_args!("memory map too fragmented")));
+    let heap_at = frames
+        .alloc_low(heap::HEAP_SIZE, 2 << 20)
+        .unwrap_or_else(|| fatal(format_args!("not enough memory for the {} MiB heap", heap::HEAP_SIZE >> 20)));
+    // SAFETY: the block was just taken from the allocator (so nothing else
+    // uses it), lies below 4 GiB where the boot tables map it, and this is
+    // the only call.
+    unsafe { heap::init(heap_at, heap::HEAP_SIZE) };
+    log!(
+        "memory: {} MiB free for guests and the hypervisor, heap {} MiB at {:#x}",
+        frames.free_bytes() >> 20,
+        heap::HEAP_SIZE >> 20,
+        heap_at
+    );
+    frames
+}
+
+/// Logs the running CPU's "online" line with its VT-x capabilities.
+fn report_cpu(apic_id: u32) {
+    log!("online: apic_id={apic_id} vmx: {}", vmx::read_caps());
+}

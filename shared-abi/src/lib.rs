@@ -1,0 +1,32 @@
+//! Everything both sides of the hypervisor/guest boundary must agree on.
+//!
+//! This crate is the single source of truth: the hypervisor uses it directly,
+//! and the Linux driver's C header is generated from it.
+#![no_std]
+
+/// CPUID leaf range the hypervisor answers with its own identity.
+pub const CPUID_HV_BASE: u32 = 0x4000_0000;
+/// Highest hypervisor leaf implemented.
+pub const CPUID_HV_MAX: u32 = 0x4000_0001;
+/// The 12-byte signature returned in EBX, ECX, EDX of leaf 0x40000000.
+pub const CPUID_SIGNATURE: [u8; 12] = *b"vmlinkvmlink";
+
+/// Version of this ABI; bumped on any incompatible change.
+pub const ABI_VERSION: u32 = 1;
+
+/// The last line the hypervisor prints on its console before it stops the
+/// machine, followed by `status=<word>` (`ok`, `fail`, `panic`, `novmx`).
+/// The test harness waits for this line.
+pub const HALT_MARKER: &str = "vmlink: system halted";
+
+/// I/O port of QEMU's `isa-debug-exit` device, which the hypervisor writes
+/// its exit status to (QEMU then exits with `(status << 1) | 1`).
+pub const QEMU_DEBUG_EXIT_PORT: u16 = 0xf4;
+
+/// Exit statuses written to [`QEMU_DEBUG_EXIT_PORT`].
+pub mod exit_status {
+    pub const OK: u8 = 0x10;
+    pub const FAIL: u8 = 0x11;
+    pub const PANIC: u8 = 0x12;
+    pub const NO_VMX: u8 = 0x13;
+}
