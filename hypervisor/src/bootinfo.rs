@@ -247,7 +247,7 @@ pub unsafe fn parse_mb2(info: u64) -> Result<BootInfo, BootInfoError> {
     }
     let mmap = mbi.memory_map_tag().ok_or(BootInfoError::NoMemoryMap)?;
     for a in mmap.memory_areas() {
-        if MemoryAreaType::from(a.typ()) == MemoryAreaType::Available {
+        if a.typ() == MemoryAreaType::Available {
             bi.add_ram(Range::new(a.start_address(), a.end_address()))?;
         }
     }

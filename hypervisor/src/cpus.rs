@@ -73,7 +73,17 @@ mod tests {
 
     #[test]
     fn bsp_first_disabled_and_duplicates_dropped() {
-        let l = CpuList::from_madt(2, [cpu(0, true), cpu(2, true), cpu(4, false), cpu(0, true), cpu(6, true)].into_iter());
+        let l = CpuList::from_madt(
+            2,
+            [
+                cpu(0, true),
+                cpu(2, true),
+                cpu(4, false),
+                cpu(0, true),
+                cpu(6, true),
+            ]
+            .into_iter(),
+        );
         assert_eq!(l.as_slice(), &[2, 0, 6]);
         assert_eq!(l.ignored, 0);
     }

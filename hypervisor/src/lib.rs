@@ -17,5 +17,6 @@ pub mod frames;
 pub mod heap;
 pub mod range;
 pub mod start;
+pub mod vcpu;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -13,7 +13,10 @@ use vmlink_hypervisor::range::Range;
 use vmlink_hypervisor::start::{self, ImageLayout};
 
 global_asm!(include_str!("../../boot/entry.S"), options(att_syntax));
-global_asm!(include_str!("../../boot/ap_trampoline.S"), options(att_syntax));
+global_asm!(
+    include_str!("../../boot/ap_trampoline.S"),
+    options(att_syntax)
+);
 
 extern "C" {
     static __image_start: u8;
@@ -32,7 +35,10 @@ extern "C" fn vmlink_main(magic: u32, info: u32) -> ! {
         let start = &raw const ap_trampoline_start;
         let end = &raw const ap_trampoline_end;
         ImageLayout {
-            image: Range::new(&raw const __image_start as u64, &raw const __image_end as u64),
+            image: Range::new(
+                &raw const __image_start as u64,
+                &raw const __image_end as u64,
+            ),
             ap_trampoline: core::slice::from_raw_parts(start, end as usize - start as usize),
             boot_pml4: &raw const boot_pml4 as u64,
         }

@@ -3,7 +3,8 @@
 use alloc::boxed::Box;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::arch::x64::{acpi, cpu, gdt, idt, lapic::LocalApic, paging, percpu, pit, power, serial, smp, vmx,
+use crate::arch::x64::{
+    acpi, cpu, gdt, idt, lapic::LocalApic, paging, percpu, pit, power, serial, smp, vmx,
 };
 use crate::bootinfo::{self, BootInfo, BootInfoError, PhysRead, MB1_MAGIC, MB2_MAGIC};
 use crate::cpus::CpuList;
@@ -62,7 +63,11 @@ static CPUS: spin::Once<CpuList> = spin::Once::new();
 pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     percpu::install_bsp();
     serial::init();
-    log!("vmlink {} (shared ABI {}) starting", crate::VERSION, vmlink_abi::ABI_VERSION);
+    log!(
+        "vmlink {} (shared ABI {}) starting",
+        crate::VERSION,
+        vmlink_abi::ABI_VERSION
+    );
 
     let boot = match magic {
         MB1_MAGIC => bootinfo::parse_mb1(&IdentityMem, u64::from(info)),
@@ -98,9 +103,17 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     }
     let cpus = *CPUS.call_once(|| CpuList::from_madt(bsp_id, entries.into_iter()));
     if cpus.ignored > 0 {
-        log!("vmlink: warning: {} CPUs beyond the first {} are left offline", cpus.ignored, cpus.len());
+        log!(
+            "vmlink: warning: {} CPUs beyond the first {} are left offline",
+            cpus.ignored,
+            cpus.len()
+        );
     }
-    log!("vmlink: ACPI lists {} CPUs: APIC IDs {:?}", cpus.len(), cpus.as_slice());
+    log!(
+        "vmlink: ACPI lists {} CPUs: APIC IDs {:?}",
+        cpus.len(),
+        cpus.as_slice()
+    );
     report_cpu(bsp_id);
 
     // SAFETY: the first MiB is never handed out by the frame allocator, so
@@ -186,7 +199,11 @@ fn report_boot(boot: &BootInfo) {
         );
     }
     if boot.dropped_modules > 0 {
-        log!("boot: warning: {} modules beyond the first {} ignored", boot.dropped_modules, bootinfo::MAX_MODULES);
+        log!(
+            "boot: warning: {} modules beyond the first {} ignored",
+            boot.dropped_modules,
+            bootinfo::MAX_MODULES
+        );
     }
 }
 
@@ -200,7 +217,12 @@ fn memory_init(boot: &BootInfo, layout: &ImageLayout) -> FrameAllocator {
         .unwrap_or_else(|_| fatal(format_args!("memory map too fragmented")));
     let heap_at = frames
         .alloc_low(heap::HEAP_SIZE, 2 << 20)
-        .unwrap_or_else(|| fatal(format_args!("not enough memory for the {} MiB heap", heap::HEAP_SIZE >> 20)));
+        .unwrap_or_else(|| {
+            fatal(format_args!(
+                "not enough memory for the {} MiB heap",
+                heap::HEAP_SIZE >> 20
+            ))
+        });
     // SAFETY: the block was just taken from the allocator (so nothing else
     // uses it), lies below 4 GiB where the boot tables map it, and this is
     // the only call.

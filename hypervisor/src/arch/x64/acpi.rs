@@ -11,7 +11,11 @@ use crate::cpus::MadtCpu;
 pub struct IdentityMapped;
 
 impl AcpiHandler for IdentityMapped {
-    unsafe fn map_physical_region<T>(&self, physical_address: usize, size: usize) -> PhysicalMapping<Self, T> {
+    unsafe fn map_physical_region<T>(
+        &self,
+        physical_address: usize,
+        size: usize,
+    ) -> PhysicalMapping<Self, T> {
         // SAFETY: all physical memory is identity-mapped (paging.rs), so the
         // physical address is a valid pointer to the table.
         unsafe {
@@ -30,7 +34,10 @@ impl AcpiHandler for IdentityMapped {
 
 /// Calls `f` with every processor entry of the MADT. Returns an error text
 /// when the tables cannot be found or read.
-pub fn for_each_cpu(root: Option<AcpiRoot>, mut f: impl FnMut(MadtCpu)) -> Result<(), &'static str> {
+pub fn for_each_cpu(
+    root: Option<AcpiRoot>,
+    mut f: impl FnMut(MadtCpu),
+) -> Result<(), &'static str> {
     // SAFETY: the root table address comes from the boot loader, or the
     // crate searches the BIOS area for the RSDP; all of it is identity-mapped
     // firmware memory the frame allocator does not hand out.

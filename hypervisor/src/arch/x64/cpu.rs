@@ -1,6 +1,6 @@
 //! CPU identification, MSRs and the instructions that stop a CPU.
 
-use core::arch::x86_64::{CpuidResult, __cpuid_count};
+use core::arch::x86_64::{__cpuid_count, CpuidResult};
 use x86_64::registers::model_specific::Msr;
 
 pub fn cpuid(leaf: u32, sub: u32) -> CpuidResult {
@@ -69,4 +69,36 @@ pub fn halt_forever() -> ! {
 /// Spin-wait hint.
 pub fn relax() {
     core::hint::spin_loop();
+}
+
+/// Masks both legacy 8259 PICs: vmlink takes no interrupts from them, and a
+/// PIT tick routed through them must not reach a guest.
+pub fn mask_legacy_pic() {
+    use x86_64::instructions::port::Port;
+    // SAFETY: writing the interrupt mask registers of the two PICs only
+    // masks their inputs.
+    unsafe {
+        Port::<u8>::new(0x21).write(0xFF);
+        Port::<u8>::new(0xA1).write(0xFF);
+    }
+}
+
+/// CPUID.1:ECX.XSAVE.
+pub fn has_xsave() -> bool {
+    cpuid(1, 0).ecx & (1 << 26) != 0
+}
+
+/// Turns on CR4.OSXSAVE where XSAVE exists, so that guests' XSETBV can be
+/// emulated by executing it; XCR0 starts as x87|SSE.
+pub fn enable_xsave() {
+    if !has_xsave() {
+        return;
+    }
+    use x86_64::registers::control::Cr4;
+    // SAFETY: OSXSAVE is valid when CPUID reports XSAVE; XCR0 = x87|SSE is
+    // always a valid value then.
+    unsafe {
+        Cr4::write_raw(Cr4::read_raw() | (1 << 18));
+        core::arch::x86_64::_xsetbv(0, 3);
+    }
 }

@@ -25,7 +25,8 @@ pub struct Selectors {
 pub fn init_this_cpu() -> Selectors {
     let mut tss = Box::new(TaskStateSegment::new());
     for ist in [IST_NMI, IST_DOUBLE_FAULT, IST_MACHINE_CHECK] {
-        let stack: &'static mut [u8] = Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
+        let stack: &'static mut [u8] =
+            Box::leak(alloc::vec![0u8; IST_STACK_SIZE].into_boxed_slice());
         let top = VirtAddr::from_ptr(stack.as_ptr()) + IST_STACK_SIZE as u64;
         // The CPU pushes 16-byte aligned frames; keep the top aligned.
         tss.interrupt_stack_table[ist as usize] = top.align_down(16u64);

@@ -8,7 +8,10 @@ const APIC_BASE_X2APIC: u64 = 1 << 10;
 const APIC_BASE_ENABLE: u64 = 1 << 11;
 
 const REG_ID: u32 = 0x20;
+const REG_EOI: u32 = 0xB0;
 const REG_SVR: u32 = 0xF0;
+const REG_LVT_LINT0: u32 = 0x350;
+const REG_LVT_LINT1: u32 = 0x360;
 const REG_ICR_LOW: u32 = 0x300;
 const REG_ICR_HIGH: u32 = 0x310;
 
@@ -71,6 +74,20 @@ impl LocalApic {
         } else {
             // SAFETY: as in `read`.
             unsafe { core::ptr::write_volatile((self.base + u64::from(reg)) as *mut u32, value) }
+        }
+    }
+
+    /// Signals end-of-interrupt for the vector in service.
+    pub fn eoi(&self) {
+        self.write(REG_EOI, 0);
+    }
+
+    /// Masks LINT0/LINT1 so that the legacy PIC and NMI pins the firmware
+    /// wired there never reach vmlink (nor, through it, a guest).
+    pub fn mask_lints(&self) {
+        for reg in [REG_LVT_LINT0, REG_LVT_LINT1] {
+            let v = self.read(reg);
+            self.write(reg, v | (1 << 16));
         }
     }
 

@@ -13,4 +13,3 @@ pub mod power;
 pub mod serial;
 pub mod smp;
 pub mod vmx;
-pub mod vmx_caps;

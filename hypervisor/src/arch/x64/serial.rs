@@ -45,7 +45,8 @@ pub fn write_line(prefix: fmt::Arguments, args: fmt::Arguments) {
 /// Waits until the UART has sent every byte, so that a line printed just
 /// before the emulator exits is not cut off.
 pub fn flush() {
-    let mut lsr: x86_64::instructions::port::Port<u8> = x86_64::instructions::port::Port::new(COM1 + 5);
+    let mut lsr: x86_64::instructions::port::Port<u8> =
+        x86_64::instructions::port::Port::new(COM1 + 5);
     for _ in 0..1_000_000 {
         // SAFETY: reading COM1's line status register has no side effects
         // on transmission.

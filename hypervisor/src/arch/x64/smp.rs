@@ -41,7 +41,10 @@ pub struct ApStart {
 /// The page at TRAMPOLINE_BASE must be reserved for this (the frame
 /// allocator never hands out the first MiB) and identity-mapped.
 pub unsafe fn install_trampoline(code: &[u8]) {
-    assert!(code.len() <= 4096 && code.len() >= PARAMS_SIZE, "AP trampoline size");
+    assert!(
+        code.len() <= 4096 && code.len() >= PARAMS_SIZE,
+        "AP trampoline size"
+    );
     // SAFETY: per the function contract the destination page is ours.
     unsafe {
         core::ptr::copy_nonoverlapping(code.as_ptr(), TRAMPOLINE_BASE as *mut u8, code.len());
@@ -63,7 +66,7 @@ pub unsafe fn start_ap(apic: &LocalApic, tramp_len: usize, ap: &ApStart) -> bool
             cr3: ap.cr3,
             stack_top: ap.stack_top,
             arg: ap.arg,
-            entry: ap.entry as usize as u64,
+            entry: ap.entry as *const () as u64,
         });
     }
     let before = STARTED.load(Ordering::SeqCst);

@@ -20,6 +20,14 @@ pub struct VmxMsrs {
     pub misc: u64,
     /// IA32_VMX_EPT_VPID_CAP (0x48C), 0 when neither EPT nor VPID exists.
     pub ept_vpid: u64,
+    /// IA32_VMX_EXIT_CTLS or IA32_VMX_TRUE_EXIT_CTLS.
+    pub exit: u64,
+    /// IA32_VMX_ENTRY_CTLS or IA32_VMX_TRUE_ENTRY_CTLS.
+    pub entry: u64,
+    /// IA32_VMX_CR0_FIXED0/1 and IA32_VMX_CR4_FIXED0/1: bits that must be
+    /// 1 (FIXED0) and bits that may be 1 (FIXED1) in VMX operation.
+    pub cr0_fixed: (u64, u64),
+    pub cr4_fixed: (u64, u64),
 }
 
 /// What IA32_FEATURE_CONTROL (0x3A) allows.
@@ -232,7 +240,17 @@ mod tests {
             procbased: (0xFFFF_FFFE << 32) | 0x0401_E172,
             procbased2: (0x0000_03FF << 32),
             misc: 5,
-            ept_vpid: (1 << 32) | (1 << 21) | (1 << 20) | (1 << 17) | (1 << 16) | (1 << 14) | (1 << 6),
+            ept_vpid: (1 << 32)
+                | (1 << 21)
+                | (1 << 20)
+                | (1 << 17)
+                | (1 << 16)
+                | (1 << 14)
+                | (1 << 6),
+            exit: (0x003F_FFFF << 32) | 0x0003_6DFF,
+            entry: (0x0000_FFFF << 32) | 0x0000_11FF,
+            cr0_fixed: (0x8000_0021, 0xFFFF_FFFF),
+            cr4_fixed: (0x2000, 0x003F_FFFF),
         }
     }
 

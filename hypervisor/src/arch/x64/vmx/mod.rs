@@ -1,8 +1,15 @@
 //! VT-x on the running CPU: is it there, may it be turned on, and what can
-//! it do. Entering VMX operation comes with the VT-x core.
+//! it do; the submodules enter VMX operation and run guests.
+
+pub mod caps;
+pub mod controls;
+mod entry;
+pub mod ept;
+pub mod vcpu;
+pub mod vmcs;
 
 use super::cpu::{has_vmx, rdmsr, vendor, wrmsr};
-use super::vmx_caps::{FeatureControl, VmxCaps, VmxMsrs};
+use caps::{FeatureControl, VmxCaps, VmxMsrs};
 
 const IA32_FEATURE_CONTROL: u32 = 0x3A;
 const IA32_VMX_BASIC: u32 = 0x480;
@@ -13,6 +20,14 @@ const IA32_VMX_PROCBASED_CTLS2: u32 = 0x48B;
 const IA32_VMX_EPT_VPID_CAP: u32 = 0x48C;
 const IA32_VMX_TRUE_PINBASED_CTLS: u32 = 0x48D;
 const IA32_VMX_TRUE_PROCBASED_CTLS: u32 = 0x48E;
+const IA32_VMX_EXIT_CTLS: u32 = 0x483;
+const IA32_VMX_ENTRY_CTLS: u32 = 0x484;
+const IA32_VMX_TRUE_EXIT_CTLS: u32 = 0x48F;
+const IA32_VMX_TRUE_ENTRY_CTLS: u32 = 0x490;
+const IA32_VMX_CR0_FIXED0: u32 = 0x486;
+const IA32_VMX_CR0_FIXED1: u32 = 0x487;
+const IA32_VMX_CR4_FIXED0: u32 = 0x488;
+const IA32_VMX_CR4_FIXED1: u32 = 0x489;
 
 /// Why VT-x cannot be used on this CPU, with what to do about it.
 #[derive(Clone, Copy, Debug)]
@@ -24,7 +39,8 @@ pub enum Unavailable {
 
 impl core::fmt::Display for Unavailable {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        const HOWTO: &str = "run vmlink on an Intel CPU with VT-x, under QEMU/KVM with nested VT-x \
+        const HOWTO: &str =
+            "run vmlink on an Intel CPU with VT-x, under QEMU/KVM with nested VT-x \
              (modprobe kvm_intel nested=1; cargo xtask run --emulator qemu-kvm) \
              or under Bochs (cargo xtask run --emulator bochs)";
         match self {
@@ -78,10 +94,20 @@ pub fn read_caps() -> VmxCaps {
     unsafe {
         let basic = rdmsr(IA32_VMX_BASIC);
         let true_ctls = basic & (1 << 55) != 0;
-        let (pin, proc_) = if true_ctls {
-            (IA32_VMX_TRUE_PINBASED_CTLS, IA32_VMX_TRUE_PROCBASED_CTLS)
+        let (pin, proc_, exit, entry) = if true_ctls {
+            (
+                IA32_VMX_TRUE_PINBASED_CTLS,
+                IA32_VMX_TRUE_PROCBASED_CTLS,
+                IA32_VMX_TRUE_EXIT_CTLS,
+                IA32_VMX_TRUE_ENTRY_CTLS,
+            )
         } else {
-            (IA32_VMX_PINBASED_CTLS, IA32_VMX_PROCBASED_CTLS)
+            (
+                IA32_VMX_PINBASED_CTLS,
+                IA32_VMX_PROCBASED_CTLS,
+                IA32_VMX_EXIT_CTLS,
+                IA32_VMX_ENTRY_CTLS,
+            )
         };
         let procbased = rdmsr(proc_);
         let procbased2 = if (procbased >> 32) & (1 << 31) != 0 {
@@ -102,6 +128,10 @@ pub fn read_caps() -> VmxCaps {
             procbased2,
             misc: rdmsr(IA32_VMX_MISC),
             ept_vpid,
+            exit: rdmsr(exit),
+            entry: rdmsr(entry),
+            cr0_fixed: (rdmsr(IA32_VMX_CR0_FIXED0), rdmsr(IA32_VMX_CR0_FIXED1)),
+            cr4_fixed: (rdmsr(IA32_VMX_CR4_FIXED0), rdmsr(IA32_VMX_CR4_FIXED1)),
         })
     }
 }

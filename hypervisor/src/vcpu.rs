@@ -1,0 +1,103 @@
+//! The boundary between a virtualization backend (VT-x today; AMD SVM could
+//! slot in) and everything above it. The backend runs the guest and
+//! translates each exit into a [`VmExit`]; CPUID, MSR, I/O and device
+//! handling are written once against [`Vcpu`] and never see a VMCS field.
+
+/// General-purpose registers in the encoding order instructions use
+/// (0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI,
+/// 8-15 = R8-R15).
+pub type Gpr = u8;
+pub const RAX: Gpr = 0;
+pub const RCX: Gpr = 1;
+pub const RDX: Gpr = 2;
+pub const RBX: Gpr = 3;
+
+/// Why the guest stopped running.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VmExit {
+    Cpuid,
+    Rdmsr {
+        msr: u32,
+    },
+    Wrmsr {
+        msr: u32,
+        value: u64,
+    },
+    /// Port I/O. For OUT the value is in RAX; string forms are reported as
+    /// such and not emulated.
+    Io {
+        port: u16,
+        size: u8,
+        input: bool,
+        string: bool,
+    },
+    Hlt,
+    /// A physical interrupt arrived (already acknowledged by the backend).
+    HostInterrupt,
+    /// The guest can take an interrupt now (requested with
+    /// [`Vcpu::request_interrupt_window`]).
+    InterruptWindow,
+    /// The deadline set with [`Vcpu::set_timer`] has passed.
+    Timer,
+    /// An access to guest-physical memory that is not mapped for it.
+    MemoryFault {
+        gpa: u64,
+        read: bool,
+        write: bool,
+        exec: bool,
+    },
+    Hypercall,
+    /// XSETBV: XCR number in ECX, value in EDX:EAX.
+    Xsetbv,
+    /// A control-register access the backend could not absorb.
+    ControlRegister {
+        qualification: u64,
+    },
+    /// A virtualization instruction (VMXON, VMCALL-family, INVEPT...): the
+    /// guest gets #UD.
+    VirtualizationInstruction,
+    TripleFault,
+    /// The CPU refused to enter the guest; the text says why.
+    EntryFailed,
+    /// Any other exit; `code` is backend-specific, for the report.
+    Other {
+        code: u32,
+        qualification: u64,
+    },
+}
+
+/// Guest paging mode, for walking the guest's page tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PagingMode {
+    None,
+    Bits32,
+    Pae,
+    Long4,
+}
+
+/// A virtual CPU as the arch-neutral code sees it.
+pub trait Vcpu {
+    /// Runs the guest until the next exit.
+    fn run(&mut self) -> VmExit;
+    fn gpr(&self, r: Gpr) -> u64;
+    fn set_gpr(&mut self, r: Gpr, v: u64);
+    fn rip(&self) -> u64;
+    /// Moves past the instruction that caused the exit.
+    fn skip_instruction(&mut self);
+    /// Moves past `len` bytes (for instructions the caller decoded).
+    fn advance_rip(&mut self, len: u64);
+    /// Whether an external interrupt can be injected right now.
+    fn interruptible(&self) -> bool;
+    fn inject_interrupt(&mut self, vector: u8);
+    fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
+    fn request_interrupt_window(&mut self, on: bool);
+    /// Exit with [`VmExit::Timer`] once the TSC passes `deadline`.
+    fn set_timer(&mut self, deadline: Option<u64>);
+    fn cr3(&self) -> u64;
+    fn cr4(&self) -> u64;
+    fn paging_mode(&self) -> PagingMode;
+    /// Sets XCR0 for the guest after the caller validated the value.
+    fn set_xcr0(&mut self, value: u64);
+    /// Prints the backend's view of the guest state (for fatal reports).
+    fn dump(&self, out: &mut dyn core::fmt::Write);
+}
