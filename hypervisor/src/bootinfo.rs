@@ -28,7 +28,11 @@ pub struct Module {
 }
 
 impl Module {
-    pub fn new(range: Range, name: &str) -> Self {
+    /// `cmdline` is the loader's module string; its last word names the
+    /// module (GRUB passes just the name, QEMU `-initrd` passes the file
+    /// path first).
+    pub fn new(range: Range, cmdline: &str) -> Self {
+        let name = cmdline.split_whitespace().last().unwrap_or("");
         let mut m = Module {
             range,
             name: [0; MAX_NAME],
@@ -362,6 +366,17 @@ mod tests {
         m.put32(0xD000, 0);
         let bi = parse_mb1(&m, 0x9000).unwrap();
         assert_eq!(bi.ram.total(), 0x10_0000);
+    }
+
+    #[test]
+    fn module_name_is_the_last_word() {
+        let m = Module::new(Range::new(0, 1), "/tmp/x/bzImage vm0.kernel");
+        assert_eq!(m.name(), "vm0.kernel");
+        assert_eq!(
+            Module::new(Range::new(0, 1), "vm0.initrd").name(),
+            "vm0.initrd"
+        );
+        assert_eq!(Module::new(Range::new(0, 1), "").name(), "");
     }
 
     #[test]

@@ -30,3 +30,16 @@ pub mod exit_status {
     pub const PANIC: u8 = 0x12;
     pub const NO_VMX: u8 = 0x13;
 }
+
+/// Hypercalls (VMCALL with the number in RAX, arguments in RDI, RSI, RDX;
+/// the result comes back in RAX: 0 or a positive value on success, one of
+/// the `HC_ERR_*` codes on failure).
+pub mod hypercall {
+    /// Returns [`ABI_VERSION`](crate::ABI_VERSION).
+    pub const VERSION: u64 = 0;
+}
+
+/// The hypercall number is not known.
+pub const HC_ERR_UNKNOWN: i64 = -1;
+/// An argument is out of range.
+pub const HC_ERR_INVALID: i64 = -2;

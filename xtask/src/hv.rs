@@ -44,7 +44,10 @@ pub fn build() -> Result<PathBuf> {
         .args(["--bin", "vmlink", "--features", "image", "--target", TARGET])
         .arg("--target-dir")
         .arg(root().join("target/hypervisor")))?;
-    let built = root().join("target/hypervisor").join(TARGET).join("release/vmlink");
+    let built = root()
+        .join("target/hypervisor")
+        .join(TARGET)
+        .join("release/vmlink");
     let out = out_dir().join("vmlink.elf");
     std::fs::copy(&built, &out).with_context(|| format!("copy {}", built.display()))?;
     Ok(out)

@@ -7,6 +7,8 @@ mod guest;
 mod hv;
 mod iso;
 mod scenario;
+mod serial;
+mod template;
 mod util;
 
 use anyhow::Result;
