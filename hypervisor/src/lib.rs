@@ -16,6 +16,7 @@ pub mod cpus;
 pub mod frames;
 pub mod heap;
 pub mod range;
+pub mod selftest;
 pub mod start;
 pub mod vcpu;
 

@@ -153,6 +153,9 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     let online = 1 + REPORTED.load(Ordering::SeqCst);
     if online == cpus.len() {
         log!("vmlink: all {online} CPUs online");
+        if boot.cmdline().split_whitespace().any(|w| w == "selftest") {
+            selftest(&mut frames);
+        }
         log!("vmlink: nothing to run yet (guests come with the VT-x core)");
         system_halt(exit_status::OK);
     }
@@ -239,4 +242,58 @@ fn memory_init(boot: &BootInfo, layout: &ImageLayout) -> FrameAllocator {
 /// Logs the running CPU's "online" line with its VT-x capabilities.
 fn report_cpu(apic_id: u32) {
     log!("online: apic_id={apic_id} vmx: {}", vmx::read_caps());
+}
+
+/// Runs the built-in test guest on this CPU (see `selftest`).
+fn selftest(frames: &mut FrameAllocator) -> ! {
+    use crate::arch::x64::vmx::{ept::Ept, vcpu};
+    use crate::selftest as t;
+    let caps = vmx::read_caps();
+    let chosen = vcpu::choose_controls(&caps).unwrap_or_else(|m| fatal(format_args!("{m}")));
+    vcpu::vmxon(frames, &caps).unwrap_or_else(|e| fatal(format_args!("{e}")));
+    const RAM: u64 = 2 << 20;
+    let hpa = frames
+        .alloc(RAM, RAM)
+        .unwrap_or_else(|| fatal(format_args!("no memory for the self-test guest")));
+    // SAFETY: a fresh block from the frame allocator, identity-mapped, used
+    // only as this guest's RAM.
+    let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, RAM as usize) };
+    ram.fill(0);
+    t::build(ram);
+    let mut ept = Ept::new(frames).unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
+    ept.map(frames, 0, hpa, RAM, chosen.ept_1g, chosen.ept_2m)
+        .unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
+    let boot = vcpu::BootState {
+        rip: t::CODE_GPA,
+        rsi: 0,
+        cr3: t::PML4_GPA,
+        gdt_base: t::GDT_GPA,
+        gdt_limit: 0x1F,
+        code_selector: 0x10,
+        data_selector: 0x18,
+    };
+    let mut v = vcpu::VmxVcpu::new(frames, &caps, chosen, ept.pointer(), 1, &boot)
+        .unwrap_or_else(|e| fatal(format_args!("{e}")));
+    let sig = u32::from_le_bytes([
+        vmlink_abi::CPUID_SIGNATURE[0],
+        vmlink_abi::CPUID_SIGNATURE[1],
+        vmlink_abi::CPUID_SIGNATURE[2],
+        vmlink_abi::CPUID_SIGNATURE[3],
+    ]);
+    match t::run(&mut v, sig) {
+        Ok(out) => {
+            log!(
+                "selftest: guest ran and printed {:?} from CPUID (controls {:x?})",
+                core::str::from_utf8(&out).unwrap_or("?"),
+                chosen
+            );
+            system_halt(exit_status::OK)
+        }
+        Err(e) => {
+            let mut d = alloc::string::String::new();
+            crate::vcpu::Vcpu::dump(&v, &mut d);
+            log!("selftest: failed: {e} [{d}]");
+            system_halt(exit_status::FAIL)
+        }
+    }
 }

@@ -86,6 +86,10 @@ pub trait Vcpu {
     fn skip_instruction(&mut self);
     /// Moves past `len` bytes (for instructions the caller decoded).
     fn advance_rip(&mut self, len: u64);
+    /// The guest's time-stamp counter now.
+    fn now(&self) -> u64;
+    /// RFLAGS.IF.
+    fn interrupts_enabled(&self) -> bool;
     /// Whether an external interrupt can be injected right now.
     fn interruptible(&self) -> bool;
     fn inject_interrupt(&mut self, vector: u8);

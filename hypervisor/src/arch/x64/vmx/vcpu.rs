@@ -474,6 +474,14 @@ impl Vcpu for VmxVcpu {
         }
     }
 
+    fn now(&self) -> u64 {
+        rdtsc()
+    }
+
+    fn interrupts_enabled(&self) -> bool {
+        vmcs::read(guest::RFLAGS) & RFLAGS_IF != 0
+    }
+
     fn interruptible(&self) -> bool {
         !self.event_pending
             && vmcs::read(guest::RFLAGS) & RFLAGS_IF != 0

@@ -1,0 +1,248 @@
+//! Running a VM: the arch-neutral exit loop. Each exit the backend reports
+//! is answered here with the CPUID/MSR policies (`vm/`) and the device
+//! models (`devices/`); what a guest may not do stops that guest alone.
+
+pub mod platform;
+pub mod stats;
+
+use core::fmt::Write;
+
+use crate::vcpu::{Vcpu, VmExit, RAX, RBX, RCX, RDX};
+use platform::Platform;
+use stats::ExitStats;
+
+/// How a VM ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Fate {
+    PoweredOff,
+    Reset,
+    TripleFault,
+    /// Halted with interrupts off and nothing that could wake it.
+    Halted,
+    /// Stopped by vmlink for something it did; the text says what.
+    Stopped(alloc::string::String),
+}
+
+impl Fate {
+    pub fn is_clean(&self) -> bool {
+        matches!(self, Fate::PoweredOff)
+    }
+}
+
+impl core::fmt::Display for Fate {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Fate::PoweredOff => write!(f, "powered off"),
+            Fate::Reset => write!(f, "requested a reset (treated as stop)"),
+            Fate::TripleFault => write!(f, "triple fault"),
+            Fate::Halted => write!(f, "halted with interrupts disabled"),
+            Fate::Stopped(why) => write!(f, "stopped: {why}"),
+        }
+    }
+}
+
+/// A VM's exit loop state.
+pub struct Vm<V: Vcpu> {
+    pub name: &'static str,
+    pub vcpu: V,
+    pub platform: Platform,
+    pub stats: ExitStats,
+    /// Host-supported XCR0 bits a guest may enable.
+    pub xcr0_mask: u64,
+}
+
+const GP: u8 = 13;
+const UD: u8 = 6;
+
+impl<V: Vcpu> Vm<V> {
+    /// Runs until the guest stops; returns why.
+    pub fn run(&mut self) -> Fate {
+        loop {
+            self.deliver_interrupts();
+            let exit = self.vcpu.run();
+            self.stats.count(&exit);
+            if let Some(fate) = self.handle(exit) {
+                self.platform.flush_console(self.name);
+                return fate;
+            }
+            self.platform.flush_console(self.name);
+        }
+    }
+
+    /// Moves device interrupts into the guest, or asks to be told when it
+    /// can take them.
+    fn deliver_interrupts(&mut self) {
+        let now = self.vcpu.now();
+        self.platform.poll(now);
+        match self.platform.pending_interrupt() {
+            Some(v) if self.vcpu.interruptible() => {
+                self.vcpu.inject_interrupt(v);
+                self.platform.acknowledge(v);
+                self.stats.injected();
+                self.vcpu.request_interrupt_window(false);
+            }
+            Some(_) => self.vcpu.request_interrupt_window(true),
+            None => self.vcpu.request_interrupt_window(false),
+        }
+        self.vcpu.set_timer(self.platform.next_deadline());
+    }
+
+    fn handle(&mut self, exit: VmExit) -> Option<Fate> {
+        match exit {
+            VmExit::Cpuid => {
+                let leaf = self.vcpu.gpr(RAX) as u32;
+                let sub = self.vcpu.gpr(RCX) as u32;
+                let r = self.platform.cpuid(leaf, sub, self.vcpu.cr4());
+                for (reg, v) in [(RAX, r[0]), (RBX, r[1]), (RCX, r[2]), (RDX, r[3])] {
+                    self.vcpu.set_gpr(reg, u64::from(v));
+                }
+                self.vcpu.skip_instruction();
+            }
+            VmExit::Rdmsr { msr } => {
+                let now = self.vcpu.now();
+                match self.platform.rdmsr(msr, now) {
+                    Ok(v) => {
+                        self.vcpu.set_gpr(RAX, v & 0xFFFF_FFFF);
+                        self.vcpu.set_gpr(RDX, v >> 32);
+                        self.vcpu.skip_instruction();
+                    }
+                    Err(()) => self.vcpu.inject_exception(GP, Some(0)),
+                }
+            }
+            VmExit::Wrmsr { msr, value } => {
+                let now = self.vcpu.now();
+                match self.platform.wrmsr(msr, value, now) {
+                    Ok(()) => self.vcpu.skip_instruction(),
+                    Err(()) => self.vcpu.inject_exception(GP, Some(0)),
+                }
+            }
+            VmExit::Io {
+                port,
+                size,
+                input,
+                string,
+            } => {
+                if string {
+                    return Some(self.stop(format_args!("string I/O on port {port:#x} is not emulated")));
+                }
+                let mask = if size >= 4 { u64::from(u32::MAX) } else { (1u64 << (size * 8)) - 1 };
+                if input {
+                    let v = self.platform.io_in(port, size);
+                    let rax = self.vcpu.gpr(RAX);
+                    self.vcpu.set_gpr(RAX, (rax & !mask) | (u64::from(v) & mask));
+                } else {
+                    let v = (self.vcpu.gpr(RAX) & mask) as u32;
+                    if let Some(fate) = self.platform.io_out(port, size, v) {
+                        return Some(fate);
+                    }
+                }
+                self.vcpu.skip_instruction();
+            }
+            VmExit::Hlt => {
+                self.vcpu.skip_instruction();
+                return self.idle();
+            }
+            VmExit::MemoryFault { gpa, read, write, exec } => {
+                if exec || !self.platform.is_mmio(gpa) {
+                    let rip = self.vcpu.rip();
+                    return Some(self.stop(format_args!(
+                        "access outside its memory: gpa={gpa:#x} ({}{}{}) at rip={rip:#x}",
+                        if read { "r" } else { "-" },
+                        if write { "w" } else { "-" },
+                        if exec { "x" } else { "-" },
+                    )));
+                }
+                if let Err(e) = self.platform.emulate_mmio(&mut self.vcpu, gpa) {
+                    return Some(self.stop(format_args!("MMIO at gpa={gpa:#x}: {e}")));
+                }
+            }
+            VmExit::Xsetbv => {
+                let xcr = self.vcpu.gpr(RCX) as u32;
+                let value = (self.vcpu.gpr(RDX) << 32) | (self.vcpu.gpr(RAX) & 0xFFFF_FFFF);
+                if xcr_valid(xcr, value, self.xcr0_mask) {
+                    self.vcpu.set_xcr0(value);
+                    self.vcpu.skip_instruction();
+                } else {
+                    self.vcpu.inject_exception(GP, Some(0));
+                }
+            }
+            VmExit::Hypercall => {
+                let r = hypercall(self.vcpu.gpr(RAX));
+                self.vcpu.set_gpr(RAX, r as u64);
+                self.vcpu.skip_instruction();
+            }
+            VmExit::VirtualizationInstruction => self.vcpu.inject_exception(UD, None),
+            VmExit::HostInterrupt | VmExit::InterruptWindow | VmExit::Timer => {}
+            VmExit::TripleFault => return Some(Fate::TripleFault),
+            VmExit::EntryFailed => return Some(self.stop(format_args!("VM entry failed"))),
+            VmExit::ControlRegister { qualification } => {
+                return Some(self.stop(format_args!("unsupported control-register access {qualification:#x}")))
+            }
+            VmExit::Other { code, qualification } => {
+                return Some(self.stop(format_args!("unhandled exit {code} ({qualification:#x})")))
+            }
+        }
+        None
+    }
+
+    /// HLT: waits for the next interrupt (a timer, or console input).
+    fn idle(&mut self) -> Option<Fate> {
+        loop {
+            let now = self.vcpu.now();
+            self.platform.poll(now);
+            if self.platform.pending_interrupt().is_some() {
+                return None;
+            }
+            if !self.vcpu.interrupts_enabled() && self.platform.next_deadline().is_none() {
+                return Some(Fate::Halted);
+            }
+            core::hint::spin_loop();
+        }
+    }
+
+    /// Stops the VM with a report including the backend's register dump.
+    fn stop(&self, why: core::fmt::Arguments) -> Fate {
+        let mut s = alloc::string::String::new();
+        let _ = write!(s, "{why}");
+        let mut dump = alloc::string::String::new();
+        self.vcpu.dump(&mut dump);
+        crate::log!("{}: {} [{}]", self.name, s, dump);
+        Fate::Stopped(s)
+    }
+}
+
+/// Answers a hypercall; unknown numbers get an error code, never a crash.
+pub fn hypercall(nr: u64) -> i64 {
+    match nr {
+        vmlink_abi::hypercall::VERSION => i64::from(vmlink_abi::ABI_VERSION),
+        _ => vmlink_abi::HC_ERR_UNKNOWN,
+    }
+}
+
+/// XSETBV rules (SDM vol. 1, 13.3): XCR0 only, x87 always on, AVX needs
+/// SSE, and nothing the host does not support.
+pub fn xcr_valid(xcr: u32, value: u64, supported: u64) -> bool {
+    xcr == 0 && value & 1 != 0 && value & !supported == 0 && (value & 4 == 0 || value & 2 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hypercalls() {
+        assert_eq!(hypercall(0), i64::from(vmlink_abi::ABI_VERSION));
+        assert_eq!(hypercall(12345), vmlink_abi::HC_ERR_UNKNOWN);
+        assert_eq!(hypercall(u64::MAX), vmlink_abi::HC_ERR_UNKNOWN);
+    }
+
+    #[test]
+    fn xsetbv_rules() {
+        assert!(xcr_valid(0, 0b111, 0b111));
+        assert!(xcr_valid(0, 0b011, 0b111));
+        assert!(!xcr_valid(0, 0b110, 0b111), "x87 must stay on");
+        assert!(!xcr_valid(0, 0b101, 0b111), "AVX needs SSE");
+        assert!(!xcr_valid(0, 0b1011, 0b111), "unsupported bit");
+        assert!(!xcr_valid(1, 0b1, 0b111), "only XCR0");
+    }
+}

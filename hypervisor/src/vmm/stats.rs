@@ -1,0 +1,106 @@
+//! Per-VM exit statistics for the run summary.
+
+use crate::vcpu::VmExit;
+
+/// Exit kinds as counted and printed.
+pub const KINDS: [&str; 17] = [
+    "cpuid",
+    "rdmsr",
+    "wrmsr",
+    "io",
+    "hlt",
+    "host-interrupt",
+    "interrupt-window",
+    "timer",
+    "memory-fault",
+    "hypercall",
+    "xsetbv",
+    "control-register",
+    "virtualization-instruction",
+    "triple-fault",
+    "entry-failed",
+    "other",
+    "injected-interrupts",
+];
+
+pub const INJECTED: usize = 16;
+
+#[derive(Clone, Default)]
+pub struct ExitStats {
+    counts: [u64; KINDS.len()],
+}
+
+pub fn kind(e: &VmExit) -> usize {
+    match e {
+        VmExit::Cpuid => 0,
+        VmExit::Rdmsr { .. } => 1,
+        VmExit::Wrmsr { .. } => 2,
+        VmExit::Io { .. } => 3,
+        VmExit::Hlt => 4,
+        VmExit::HostInterrupt => 5,
+        VmExit::InterruptWindow => 6,
+        VmExit::Timer => 7,
+        VmExit::MemoryFault { .. } => 8,
+        VmExit::Hypercall => 9,
+        VmExit::Xsetbv => 10,
+        VmExit::ControlRegister { .. } => 11,
+        VmExit::VirtualizationInstruction => 12,
+        VmExit::TripleFault => 13,
+        VmExit::EntryFailed => 14,
+        VmExit::Other { .. } => 15,
+    }
+}
+
+impl ExitStats {
+    pub fn count(&mut self, e: &VmExit) {
+        self.counts[kind(e)] += 1;
+    }
+
+    pub fn injected(&mut self) {
+        self.counts[INJECTED] += 1;
+    }
+
+    pub fn get(&self, name: &str) -> u64 {
+        KINDS
+            .iter()
+            .position(|k| *k == name)
+            .map_or(0, |i| self.counts[i])
+    }
+
+    pub fn total_exits(&self) -> u64 {
+        self.counts[..INJECTED].iter().sum()
+    }
+
+    /// Non-zero counters, in table order.
+    pub fn nonzero(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        KINDS
+            .iter()
+            .zip(self.counts.iter())
+            .filter(|(_, c)| **c > 0)
+            .map(|(k, c)| (*k, *c))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_by_kind() {
+        let mut s = ExitStats::default();
+        s.count(&VmExit::Cpuid);
+        s.count(&VmExit::Cpuid);
+        s.count(&VmExit::Io {
+            port: 0x3f8,
+            size: 1,
+            input: false,
+            string: false,
+        });
+        s.injected();
+        assert_eq!(s.get("cpuid"), 2);
+        assert_eq!(s.get("io"), 1);
+        assert_eq!(s.total_exits(), 3);
+        let v: Vec<_> = s.nonzero().collect();
+        assert_eq!(v, [("cpuid", 2), ("io", 1), ("injected-interrupts", 1)]);
+    }
+}
