@@ -44,6 +44,20 @@ pub fn modules(p: &Payloads) -> Vec<BootModule> {
 }
 
 /// The grub.cfg for the given modules.
+/// `vmlink` for the default command line, else `vmlink-<words>`.
+pub fn iso_base_name(hv_cmdline: &str) -> String {
+    let tag: String = hv_cmdline
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tag = tag.trim_matches('-');
+    if tag.is_empty() {
+        "vmlink".to_string()
+    } else {
+        format!("vmlink-{tag}")
+    }
+}
+
 pub fn grub_cfg(template: &str, hv_cmdline: &str, modules: &[BootModule]) -> Result<String> {
     let mut lines = String::new();
     for m in modules {
@@ -62,15 +76,22 @@ pub fn grub_cfg(template: &str, hv_cmdline: &str, modules: &[BootModule]) -> Res
 }
 
 pub fn build(hypervisor: &Path, payloads: &Payloads) -> Result<PathBuf> {
+    build_with(hypervisor, payloads, HV_CMDLINE)
+}
+
+/// An ISO whose GRUB entry passes `hv_cmdline` to the hypervisor; each
+/// distinct command line gets its own file.
+pub fn build_with(hypervisor: &Path, payloads: &Payloads, hv_cmdline: &str) -> Result<PathBuf> {
     let template_path = root().join("boot/grub.cfg.in");
     let template = fs::read_to_string(&template_path)
         .with_context(|| format!("reading {}", template_path.display()))?;
     let modules = modules(payloads);
-    let cfg = grub_cfg(&template, HV_CMDLINE, &modules)?;
+    let cfg = grub_cfg(&template, hv_cmdline, &modules)?;
 
     let out = out_dir();
-    let iso = out.join("vmlink.iso");
-    let stamp_path = out.join("vmlink.iso.inputs");
+    let base = iso_base_name(hv_cmdline);
+    let iso = out.join(format!("{base}.iso"));
+    let stamp_path = out.join(format!("{base}.iso.inputs"));
     let mut inputs: Vec<(&Path, &str)> = vec![(hypervisor, "vmlink.elf")];
     inputs.extend(
         modules
@@ -83,7 +104,7 @@ pub fn build(hypervisor: &Path, payloads: &Payloads) -> Result<PathBuf> {
     }
 
     let _step = Step::new("building the boot ISO");
-    let staging = out.join("iso-root");
+    let staging = out.join(format!("{base}-root"));
     if staging.exists() {
         fs::remove_dir_all(&staging)?;
     }
@@ -97,7 +118,7 @@ pub fn build(hypervisor: &Path, payloads: &Payloads) -> Result<PathBuf> {
         }
     }
     let _ = fs::remove_file(&stamp_path);
-    let tmp = out.join("vmlink.iso.tmp");
+    let tmp = out.join(format!("{base}.iso.tmp"));
     let output = Command::new("grub-mkrescue")
         .arg("-o")
         .arg(&tmp)

@@ -84,6 +84,9 @@ pub struct Scenario {
     /// Relative to the repository root.
     #[serde(default)]
     pub overlay: Option<PathBuf>,
+    /// Command line for the hypervisor (e.g. "selftest").
+    #[serde(default)]
+    pub hv_cmdline: Option<String>,
 }
 
 fn one() -> u32 {
@@ -291,11 +294,12 @@ fn load(dir: &Path) -> Result<Vec<(String, Result<Checked>)>> {
         .collect())
 }
 
-fn boot_for(c: &Checked, a: &Artifacts) -> Boot {
+fn boot_for(c: &Checked, a: &Artifacts) -> Result<Boot> {
     let s = &c.s;
+    let hv_cmdline = s.hv_cmdline.as_deref().unwrap_or(iso::HV_CMDLINE);
     let kind = match s.boot {
         BootKind::BochsIso => Kind::BochsIso {
-            iso: a.iso.clone(),
+            iso: iso::build_with(&a.hypervisor, &a.payloads, hv_cmdline)?,
             cpu_model: s
                 .cpu_model
                 .clone()
@@ -305,7 +309,7 @@ fn boot_for(c: &Checked, a: &Artifacts) -> Boot {
             accel: Accel::Tcg,
             cpu_model: s.cpu_model.clone(),
             hypervisor: a.hypervisor.clone(),
-            cmdline: iso::HV_CMDLINE.to_string(),
+            cmdline: hv_cmdline.to_string(),
             modules: iso::modules(&a.payloads),
         },
         BootKind::QemuTcgLinux => Kind::QemuLinux {
@@ -316,7 +320,7 @@ fn boot_for(c: &Checked, a: &Artifacts) -> Boot {
             append: emulator::LINUX_APPEND.to_string(),
         },
     };
-    Boot {
+    Ok(Boot {
         name: s.name.clone(),
         label: s.name.clone(),
         kind,
@@ -324,7 +328,7 @@ fn boot_for(c: &Checked, a: &Artifacts) -> Boot {
         megs: s.megs.unwrap_or(emulator::DEFAULT_MEGS),
         timeout: Some(Duration::from_secs(s.timeout)),
         console: Console::Stream,
-    }
+    })
 }
 
 struct Result1 {
@@ -432,10 +436,11 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
             None => unreachable!(),
         };
         let start = Instant::now();
-        let (problems, capture) = match emulator::boot(&boot_for(&checked, artifacts)) {
-            Ok(cap) => (evaluate(&checked, &cap.lines, &cap.outcome), Some(cap)),
-            Err(e) => (vec![format!("cannot boot: {e:#}")], None),
-        };
+        let (problems, capture) =
+            match boot_for(&checked, artifacts).and_then(|b| emulator::boot(&b)) {
+                Ok(cap) => (evaluate(&checked, &cap.lines, &cap.outcome), Some(cap)),
+                Err(e) => (vec![format!("cannot boot: {e:#}")], None),
+            };
         let secs = start.elapsed().as_secs_f64();
         let log = save_log(&name, capture.as_ref());
         let outcome = capture
