@@ -14,7 +14,8 @@ pub fn generate() -> String {
     let _ = writeln!(h, "/* SPDX-License-Identifier: GPL-2.0 OR MIT */");
     let _ = writeln!(
         h,
-        "/* Generated from shared-abi/ by `cargo xtask build`. Do not edit. */"
+        "/* GENERATED from shared-abi/src/lib.rs by xtask/src/guest/abi_header.rs;\n \
+         * do not edit. `cargo xtask build` regenerates it. */"
     );
     let _ = writeln!(h, "#ifndef VMLINK_ABI_H\n#define VMLINK_ABI_H\n");
     let _ = writeln!(h, "#define VMLINK_ABI_VERSION {}u", vmlink_abi::ABI_VERSION);
@@ -29,6 +30,14 @@ pub fn generate() -> String {
         vmlink_abi::CPUID_HV_MAX
     );
     let _ = writeln!(h, "#define VMLINK_CPUID_SIGNATURE \"{sig}\"");
+    // The same, as CPUID 0x40000000 returns it in EBX, ECX, EDX.
+    for (reg, word) in ["EBX", "ECX", "EDX"]
+        .iter()
+        .zip(vmlink_abi::CPUID_SIGNATURE.chunks_exact(4))
+    {
+        let v = u32::from_le_bytes(word.try_into().expect("4 bytes"));
+        let _ = writeln!(h, "#define VMLINK_CPUID_SIGNATURE_{reg} 0x{v:08x}u");
+    }
     let _ = writeln!(
         h,
         "#define VMLINK_HC_VERSION {}u",
@@ -63,12 +72,19 @@ pub fn write() -> Result<()> {
 mod tests {
     use super::*;
 
+    /// Fails when shared-abi/ changed and the header was not regenerated.
+    /// `VMLINK_REGENERATE=1` makes it rewrite the header instead.
     #[test]
     fn checked_in_header_is_current() {
+        if std::env::var_os("VMLINK_REGENERATE").is_some() {
+            write().unwrap();
+        }
         let on_disk = std::fs::read_to_string(root().join(HEADER_PATH)).unwrap_or_default();
         assert!(
             on_disk == generate(),
-            "{HEADER_PATH} is stale: run `cargo xtask build` (it regenerates the header) and commit it"
+            "{HEADER_PATH} is stale (shared-abi/ changed): regenerate it with \
+             `cargo xtask build` or `VMLINK_REGENERATE=1 cargo test -p xtask abi_header`, \
+             and commit it"
         );
     }
 
@@ -80,5 +96,7 @@ mod tests {
             vmlink_abi::ABI_VERSION
         )));
         assert!(h.contains("\"vmlinkvmlink\""));
+        // "vmli" little-endian.
+        assert!(h.contains("#define VMLINK_CPUID_SIGNATURE_EBX 0x696c6d76u"));
     }
 }

@@ -106,8 +106,8 @@ impl Archive {
                 self.insert(&dest, Node::Dir { mode })?;
                 self.add_host_tree(&src, &dest)?;
             } else if ft.is_file() {
-                let data =
-                    std::fs::read(&src).with_context(|| format!("cannot read {}", src.display()))?;
+                let data = std::fs::read(&src)
+                    .with_context(|| format!("cannot read {}", src.display()))?;
                 self.insert(&dest, Node::File { mode, data })?;
             } else if ft.is_symlink() {
                 let target = std::fs::read_link(&src)?;
@@ -135,9 +135,7 @@ impl Archive {
                 Node::Dir { mode } => (S_IFDIR | mode, 2, &[], (0, 0)),
                 Node::File { mode, data } => (S_IFREG | mode, 1, data, (0, 0)),
                 Node::Symlink { target } => (S_IFLNK | 0o777, 1, target.as_bytes(), (0, 0)),
-                Node::CharDev { mode, major, minor } => {
-                    (S_IFCHR | mode, 1, &[], (*major, *minor))
-                }
+                Node::CharDev { mode, major, minor } => (S_IFCHR | mode, 1, &[], (*major, *minor)),
             };
             off += entry(w, off, ino, mode, nlink, path, data, rdev)?;
         }
@@ -195,8 +193,11 @@ fn entry(
 mod tests {
     use super::*;
 
-    /// A minimal newc reader: (name, mode, rdev, data) per entry.
-    fn parse(mut b: &[u8]) -> Vec<(String, u32, (u32, u32), Vec<u8>)> {
+    /// (name, mode, (rdevmajor, rdevminor), data)
+    type Entry = (String, u32, (u32, u32), Vec<u8>);
+
+    /// A minimal newc reader.
+    fn parse(mut b: &[u8]) -> Vec<Entry> {
         let total = b.len();
         let mut out = Vec::new();
         loop {

@@ -1,85 +1,212 @@
-//! The guest initramfs: busybox-static, the guest driver, guest/init, and
-//! an optional user overlay copied over the root.
+//! The guest initramfs (uncompressed newc cpio): busybox-static with its
+//! applet links, the guest driver, the base tree guest/initramfs/ (holding
+//! /init), and an optional user overlay copied over the root last.
 
-use crate::util::{out_dir, root, run, Step};
+use super::cpio::{Archive, Node};
+use crate::util::{out_dir, root, Step};
 use anyhow::{bail, Context, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
-const BUSYBOX: &str = "/bin/busybox";
+/// Where Debian's busybox-static puts the binary (both exist on Debian 12).
+const BUSYBOX: [&str; 2] = ["/bin/busybox", "/usr/bin/busybox"];
+/// The base tree, in the repository.
+pub const BASE: &str = "guest/initramfs";
+/// Where /init loads the driver from.
+pub const DRIVER_PATH: &str = "lib/modules/vmlink_net.ko";
 
+/// `overlay` is a folder [`find_overlay`] returned.
 pub fn build(driver: &Path, overlay: Option<&Path>) -> Result<PathBuf> {
     let _s = Step::new("build initramfs");
-    if let Some(o) = overlay {
-        if !o.is_dir() {
-            bail!("--overlay {}: no such folder", o.display());
-        }
-    }
-    let stage = out_dir().join("initramfs");
-    if stage.exists() {
-        std::fs::remove_dir_all(&stage)?;
-    }
-    for d in [
-        "bin",
-        "sbin",
-        "usr/bin",
-        "usr/sbin",
-        "proc",
-        "sys",
-        "dev",
-        "tmp",
-        "lib/modules",
-        "etc",
-        "root",
-    ] {
-        std::fs::create_dir_all(stage.join(d))?;
-    }
-    let busybox = [BUSYBOX, "/usr/bin/busybox"]
+    let busybox = BUSYBOX
         .into_iter()
         .map(Path::new)
-        .find(|p| p.exists())
-        .context("busybox-static is not installed (cargo xtask setup installs it)")?;
-    std::fs::copy(busybox, stage.join("bin/busybox"))?;
-    let list = Command::new(busybox).arg("--list-full").output()?;
-    for applet in String::from_utf8_lossy(&list.stdout).lines() {
-        let link = stage.join(applet);
-        if applet.is_empty() || applet == "bin/busybox" || link.exists() {
-            continue;
-        }
-        let depth = applet.matches('/').count();
-        let target = format!("{}bin/busybox", "../".repeat(depth));
-        std::os::unix::fs::symlink(target, link)?;
+        .find(|p| p.is_file())
+        .context("busybox is not installed: run `cargo xtask setup` (package busybox-static)")?;
+    let applets = Command::new(busybox)
+        .arg("--list-full")
+        .output()
+        .with_context(|| format!("cannot run {}", busybox.display()))?;
+    if !applets.status.success() {
+        bail!("{} --list-full failed", busybox.display());
     }
-    copy_exec(&root().join("guest/init"), &stage.join("init"))?;
-    std::fs::copy(driver, stage.join("lib/modules/vmlink_net.ko"))?;
-    if let Some(o) = overlay {
-        run(Command::new("cp")
-            .arg("-a")
-            .arg(format!("{}/.", o.display()))
-            .arg(&stage))?;
-    }
+    let archive = assemble(
+        std::fs::read(busybox)?,
+        &String::from_utf8_lossy(&applets.stdout),
+        std::fs::read(driver).with_context(|| driver.display().to_string())?,
+        &root().join(BASE),
+        overlay,
+    )?;
     let out = out_dir().join("initramfs.cpio");
-    let file = std::fs::File::create(&out)?;
-    let find = Command::new("find")
-        .arg(".")
-        .current_dir(&stage)
-        .stdout(Stdio::piped())
-        .spawn()?;
-    let status = Command::new("cpio")
-        .args(["--quiet", "-o", "-H", "newc", "--owner", "0:0"])
-        .current_dir(&stage)
-        .stdin(find.stdout.context("find pipe")?)
-        .stdout(file)
-        .status()?;
-    if !status.success() {
-        bail!("cpio failed: {status}");
-    }
+    let tmp = out.with_extension("cpio.tmp");
+    std::fs::write(&tmp, archive.to_bytes())?;
+    std::fs::rename(&tmp, &out)?;
     Ok(out)
 }
 
-fn copy_exec(from: &Path, to: &Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::copy(from, to).with_context(|| from.display().to_string())?;
-    std::fs::set_permissions(to, std::fs::Permissions::from_mode(0o755))?;
-    Ok(())
+/// The overlay folder: as given (relative to the current directory), else
+/// relative to the workspace root.
+pub fn find_overlay(o: &Path) -> Result<PathBuf> {
+    if o.is_dir() {
+        return Ok(o.to_path_buf());
+    }
+    let in_root = root().join(o);
+    if o.is_relative() && in_root.is_dir() {
+        return Ok(in_root);
+    }
+    bail!(
+        "--overlay {}: no such folder (it should hold files to copy over the initramfs \
+         root, e.g. autorun.sh)",
+        o.display()
+    )
+}
+
+/// The archive's content, from its inputs.
+pub fn assemble(
+    busybox: Vec<u8>,
+    applet_list: &str,
+    driver: Vec<u8>,
+    base: &Path,
+    overlay: Option<&Path>,
+) -> Result<Archive> {
+    let mut a = Archive::default();
+    for d in [
+        "bin", "sbin", "usr/bin", "usr/sbin", "etc", "root", "proc", "sys", "dev", "run",
+    ] {
+        a.insert(d, Node::Dir { mode: 0o755 })?;
+    }
+    a.insert("tmp", Node::Dir { mode: 0o1777 })?;
+    // The kernel opens /dev/console for init's stdin/out/err before /init
+    // runs (devtmpfs is not mounted yet), so the node must be in the archive.
+    a.insert(
+        "dev/console",
+        Node::CharDev {
+            mode: 0o600,
+            major: 5,
+            minor: 1,
+        },
+    )?;
+    a.insert(
+        "dev/null",
+        Node::CharDev {
+            mode: 0o666,
+            major: 1,
+            minor: 3,
+        },
+    )?;
+    a.insert(
+        "bin/busybox",
+        Node::File {
+            mode: 0o755,
+            data: busybox,
+        },
+    )?;
+    for applet in applet_list.lines().map(str::trim) {
+        if applet.is_empty() || applet == "bin/busybox" || a.get(applet).is_some() {
+            continue;
+        }
+        a.insert(
+            applet,
+            Node::Symlink {
+                target: "/bin/busybox".into(),
+            },
+        )?;
+    }
+    a.insert(
+        DRIVER_PATH,
+        Node::File {
+            mode: 0o644,
+            data: driver,
+        },
+    )?;
+    a.add_host_tree(base, "")
+        .with_context(|| format!("initramfs base tree {}", base.display()))?;
+    // Executable whatever the checkout did to the file mode.
+    match a.get_mut("init") {
+        Some(Node::File { mode, .. }) => *mode |= 0o755,
+        _ => bail!("{}/init is missing", base.display()),
+    }
+    if let Some(o) = overlay {
+        a.add_host_tree(o, "")
+            .with_context(|| format!("overlay {}", o.display()))?;
+    }
+    Ok(a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_overlay_is_a_clear_error() {
+        let e = find_overlay(Path::new("no/such/overlay-dir")).unwrap_err();
+        assert!(e.to_string().contains("no such folder"), "{e}");
+        assert_eq!(
+            find_overlay(Path::new("guest")).unwrap(),
+            root().join("guest")
+        );
+    }
+
+    #[test]
+    fn assembles_the_guest_root() {
+        let tmp =
+            std::env::temp_dir().join(format!("vmlink-initramfs-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&tmp);
+        let overlay = tmp.join("overlay");
+        std::fs::create_dir_all(&overlay).unwrap();
+        std::fs::write(overlay.join("autorun.sh"), "echo hello\n").unwrap();
+        let a = assemble(
+            b"BB".to_vec(),
+            "bin/busybox\nbin/sh\nsbin/insmod\nusr/bin/setsid\n",
+            b"KO".to_vec(),
+            &root().join(BASE),
+            Some(&overlay),
+        )
+        .unwrap();
+        std::fs::remove_dir_all(&tmp).unwrap();
+        let link = Node::Symlink {
+            target: "/bin/busybox".into(),
+        };
+        assert_eq!(a.get("bin/sh"), Some(&link));
+        assert_eq!(a.get("sbin/insmod"), Some(&link));
+        assert_eq!(a.get("usr/bin/setsid"), Some(&link));
+        assert!(matches!(
+            a.get("bin/busybox"),
+            Some(Node::File { mode: 0o755, .. })
+        ));
+        assert!(matches!(a.get(DRIVER_PATH), Some(Node::File { data, .. }) if data == b"KO"));
+        assert!(matches!(
+            a.get("dev/console"),
+            Some(Node::CharDev {
+                major: 5,
+                minor: 1,
+                ..
+            })
+        ));
+        assert!(
+            matches!(a.get("autorun.sh"), Some(Node::File { data, .. }) if data == b"echo hello\n")
+        );
+        let Some(Node::File { mode, data }) = a.get("init") else {
+            panic!("no /init");
+        };
+        assert_eq!(mode & 0o755, 0o755);
+        let init = String::from_utf8_lossy(data);
+        assert!(init.starts_with("#!/bin/sh"));
+        for marker in [
+            "vmlink-guest: init started",
+            "vmlink-guest: kernel",
+            "vmlink-guest: poweroff",
+            "/autorun.sh",
+            DRIVER_PATH,
+        ] {
+            assert!(init.contains(marker), "init lacks {marker:?}");
+        }
+        let code = init.lines().filter(|l| !l.trim_start().starts_with('#'));
+        assert!(
+            !code
+                .clone()
+                .any(|l| l.split_whitespace().any(|w| w == "sleep")),
+            "init must not sleep"
+        );
+    }
 }

@@ -3,13 +3,14 @@
 //! busybox initramfs.
 
 pub mod abi_header;
+mod cpio;
 mod initramfs;
 mod kernel;
 
 use crate::util::{out_dir, root, run, Step};
 use crate::BuildOpts;
 use anyhow::{Context, Result};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 pub struct Payloads {
@@ -20,10 +21,16 @@ pub struct Payloads {
 }
 
 pub fn build(opts: &BuildOpts) -> Result<Payloads> {
+    // Check the overlay before the long steps.
+    let overlay = opts
+        .overlay
+        .as_deref()
+        .map(initramfs::find_overlay)
+        .transpose()?;
     abi_header::write()?;
     let k = kernel::build()?;
     let driver = build_driver(&k.tree)?;
-    let initramfs = initramfs::build(&driver, opts.overlay.as_deref())?;
+    let initramfs = initramfs::build(&driver, overlay.as_deref())?;
     let kernel = out_dir().join("bzImage");
     std::fs::copy(k.tree.join("arch/x86/boot/bzImage"), &kernel).context("copy bzImage")?;
     Ok(Payloads {
@@ -34,9 +41,10 @@ pub fn build(opts: &BuildOpts) -> Result<Payloads> {
     })
 }
 
-/// Builds guest-driver/ out of tree against the cached kernel, in a copy
-/// under target/ so the source folder stays clean.
-fn build_driver(kdir: &std::path::Path) -> Result<PathBuf> {
+/// Builds guest-driver/ out of tree against the cached kernel (through its
+/// Makefile, as a developer would by hand), in a copy under target/ so the
+/// source folder stays clean; the module ends up in out_dir().
+fn build_driver(kdir: &Path) -> Result<PathBuf> {
     let _s = Step::new("build guest driver");
     let src = root().join("guest-driver");
     let work = out_dir().join("guest-driver");
@@ -44,16 +52,25 @@ fn build_driver(kdir: &std::path::Path) -> Result<PathBuf> {
     for e in std::fs::read_dir(&src)? {
         let e = e?;
         if e.file_type()?.is_file() {
-            std::fs::copy(e.path(), work.join(e.file_name()))?;
+            let dest = work.join(e.file_name());
+            // Copy only what changed, so make's timestamps stay meaningful.
+            if std::fs::read(&dest).ok() != Some(std::fs::read(e.path())?) {
+                std::fs::copy(e.path(), &dest)?;
+            }
         }
     }
     run(Command::new("make")
         .arg("-s")
         .arg("-C")
-        .arg(kdir)
-        .arg(format!("M={}", work.display()))
-        .arg("modules"))?;
-    let ko = work.join("vmlink_net.ko");
-    anyhow::ensure!(ko.exists(), "the driver build produced no {}", ko.display());
+        .arg(&work)
+        .arg(format!("KDIR={}", kdir.display())))?;
+    let built = work.join("vmlink_net.ko");
+    anyhow::ensure!(
+        built.exists(),
+        "the driver build produced no {}",
+        built.display()
+    );
+    let ko = out_dir().join("vmlink_net.ko");
+    std::fs::copy(&built, &ko)?;
     Ok(ko)
 }
