@@ -62,6 +62,42 @@ pub struct VmxVcpu {
     event_pending: bool,
 }
 
+/// MSRs the guest reads and writes directly: state the VMCS saves and loads
+/// on every exit and entry (FS/GS base, SYSENTER, PAT), or that the host
+/// never uses (the SYSCALL MSRs, KERNEL_GS_BASE), so the guest's values can
+/// live in the CPU while it runs.
+const PASSTHROUGH_MSRS: [u32; 11] = [
+    0x174,       // IA32_SYSENTER_CS
+    0x175,       // IA32_SYSENTER_ESP
+    0x176,       // IA32_SYSENTER_EIP
+    0x277,       // IA32_PAT
+    0xC000_0081, // STAR
+    0xC000_0082, // LSTAR
+    0xC000_0083, // CSTAR
+    0xC000_0084, // SFMASK
+    0xC000_0100, // FS_BASE
+    0xC000_0101, // GS_BASE
+    0xC000_0102, // KERNEL_GS_BASE
+];
+const IA32_TSC_AUX: u32 = 0xC000_0103;
+
+/// Clears the read and write intercept bits of `msr` in an MSR bitmap
+/// (SDM vol. 3, 25.6.9: read-low, read-high, write-low, write-high, 1 KiB
+/// each).
+fn allow_msr(bitmap: u64, msr: u32) {
+    let base = match msr {
+        0..=0x1FFF => 0,
+        0xC000_0000..=0xC000_1FFF => 1024,
+        _ => return,
+    };
+    let bit = u64::from(msr & 0x1FFF);
+    for half in [0, 2048] {
+        let byte = (bitmap + base + half + bit / 8) as *mut u8;
+        // SAFETY: the bitmap page belongs to this vCPU and `byte` lies in it.
+        unsafe { *byte &= !(1 << (bit % 8)) };
+    }
+}
+
 /// A page of all-ones: I/O and MSR bitmaps that make every access exit.
 fn all_ones_page(frames: &mut FrameAllocator, pages: u64) -> u64 {
     let pa = frames
@@ -153,7 +189,15 @@ impl VmxVcpu {
         let io = all_ones_page(frames, 2);
         vmcs::write(control::IO_BITMAP_A_ADDR_FULL, io);
         vmcs::write(control::IO_BITMAP_B_ADDR_FULL, io + 4096);
-        vmcs::write(control::MSR_BITMAPS_ADDR_FULL, all_ones_page(frames, 1));
+        let bitmap = all_ones_page(frames, 1);
+        let mut pass: alloc::vec::Vec<u32> = PASSTHROUGH_MSRS.to_vec();
+        if c.rdtscp {
+            pass.push(IA32_TSC_AUX);
+        }
+        for msr in pass {
+            allow_msr(bitmap, msr);
+        }
+        vmcs::write(control::MSR_BITMAPS_ADDR_FULL, bitmap);
         vmcs::write(control::EPTP_FULL, eptp);
         if c.vpid {
             vmcs::write(control::VPID, vpid.into());
@@ -352,6 +396,22 @@ impl VmxVcpu {
                 input: q & (1 << 3) != 0,
                 string: q & (1 << 4) != 0,
             },
+            31 if self.regs.gpr[1] as u32 == IA32_EFER => {
+                let v = vmcs::read(guest::IA32_EFER_FULL);
+                self.regs.gpr[0] = v & 0xFFFF_FFFF;
+                self.regs.gpr[2] = v >> 32;
+                self.skip_instruction();
+                self.run()
+            }
+            32 if self.regs.gpr[1] as u32 == IA32_EFER => {
+                let v = (self.regs.gpr[2] << 32) | (self.regs.gpr[0] & 0xFFFF_FFFF);
+                if self.write_efer(v) {
+                    self.skip_instruction();
+                } else {
+                    self.inject_exception(13, Some(0));
+                }
+                self.run()
+            }
             31 => VmExit::Rdmsr {
                 msr: self.regs.gpr[1] as u32,
             },
@@ -394,6 +454,34 @@ impl VmxVcpu {
             }
             _ => VmExit::ControlRegister { qualification: q },
         }
+    }
+}
+
+impl VmxVcpu {
+    /// WRMSR EFER: SCE, LME and NXE are the guest's; LMA follows LME while
+    /// paging is on (SDM vol. 3, 10.8.5), and the entry control that says
+    /// "IA-32e mode guest" must agree with it. Returns false for a value
+    /// the guest may not write (#GP).
+    fn write_efer(&mut self, v: u64) -> bool {
+        const SCE: u64 = 1;
+        const NXE: u64 = 1 << 11;
+        if v & !(SCE | EFER_LME | EFER_LMA | NXE) != 0 {
+            return false;
+        }
+        let paging = vmcs::read(guest::CR0) & CR0_PG != 0;
+        let old = vmcs::read(guest::IA32_EFER_FULL);
+        if paging && (v ^ old) & EFER_LME != 0 {
+            return false;
+        }
+        let lma = if paging && v & EFER_LME != 0 { EFER_LMA } else { 0 };
+        let new = (v & !EFER_LMA) | lma;
+        vmcs::write(guest::IA32_EFER_FULL, new);
+        let mut entry = self.chosen.entry;
+        if lma == 0 {
+            entry &= !controls::entry::IA32E_MODE_GUEST;
+        }
+        vmcs::write(control::VMENTRY_CONTROLS, entry.into());
+        true
     }
 }
 
