@@ -153,8 +153,13 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     let online = 1 + REPORTED.load(Ordering::SeqCst);
     if online == cpus.len() {
         log!("vmlink: all {online} CPUs online");
-        if boot.cmdline().split_whitespace().any(|w| w == "selftest") {
+        let flag = |w: &str| boot.cmdline().split_whitespace().any(|x| x == w);
+        if flag("selftest") {
             selftest(&mut frames);
+        }
+        // Proves the panic path end to end (report, other CPUs stopped).
+        if flag("panic-test") {
+            panic!("panic-test requested on the command line");
         }
         log!("vmlink: nothing to run yet (guests come with the VT-x core)");
         system_halt(exit_status::OK);
