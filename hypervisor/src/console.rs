@@ -18,3 +18,8 @@ pub fn line(args: core::fmt::Arguments) {
 pub fn line_forced(args: core::fmt::Arguments) {
     serial::write_line_forced(format_args!("[cpu{}] ", percpu::index()), args);
 }
+
+/// A line of guest console output, prefixed with its VM (`[vm0] ...`).
+pub fn vm_line(vm: &str, args: core::fmt::Arguments) {
+    serial::write_line(format_args!("[{vm}] "), args);
+}

@@ -13,11 +13,15 @@ pub mod arch;
 pub mod bootinfo;
 pub mod console;
 pub mod cpus;
+pub mod devices;
 pub mod frames;
+pub mod guest;
 pub mod heap;
 pub mod range;
 pub mod selftest;
 pub mod start;
 pub mod vcpu;
+pub mod vm;
+pub mod vmm;
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -88,6 +88,8 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     let mut frames = memory_init(&boot, &layout);
     gdt::init_this_cpu();
     idt::init_this_cpu();
+    cpu::enable_xsave();
+    cpu::mask_legacy_pic();
 
     let top = boot.ram.as_slice().last().map_or(0, |r| r.end);
     let pml4 = paging::build_identity(&mut frames, top, cpu::has_1g_pages())
@@ -96,6 +98,7 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     PML4.call_once(|| pml4);
 
     let apic = LocalApic::this_cpu();
+    apic.mask_lints();
     let bsp_id = apic.id();
     let mut entries = alloc::vec::Vec::new();
     if let Err(e) = acpi::for_each_cpu(boot.acpi_root, |c| entries.push(c)) {
@@ -161,8 +164,11 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
         if flag("panic-test") {
             panic!("panic-test requested on the command line");
         }
-        log!("vmlink: nothing to run yet (guests come with the VT-x core)");
-        system_halt(exit_status::OK);
+        if boot.module(VM0_KERNEL).is_none() {
+            log!("vmlink: no guest kernel module ({VM0_KERNEL}): nothing to run");
+            system_halt(exit_status::OK);
+        }
+        run_vm0(&boot, &mut frames);
     }
     log!("vmlink: only {online} of {} CPUs online", cpus.len());
     system_halt(exit_status::FAIL)
@@ -180,7 +186,9 @@ extern "C" fn ap_entry(percpu_block: u64) -> ! {
     paging::activate(*PML4.get().expect("page tables built before APs start"));
     gdt::init_this_cpu();
     idt::init_this_cpu();
+    cpu::enable_xsave();
     let apic = LocalApic::this_cpu();
+    apic.mask_lints();
     match vmx::check_and_enable() {
         Ok(()) => report_cpu(apic.id()),
         Err(why) => log!("vmlink: VT-x not available on this CPU: {why}"),
@@ -301,4 +309,121 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
             system_halt(exit_status::FAIL)
         }
     }
+}
+
+const VM0_KERNEL: &str = "vm0.kernel";
+const VM0_INITRD: &str = "vm0.initrd";
+const VM0_RAM: u64 = 256 << 20;
+const VM0_CMDLINE: &str = "console=ttyS0 panic=-1 no_timer_check";
+
+/// The bytes of a boot module (identity-mapped, reserved from the frame
+/// allocator).
+fn module_bytes(m: &bootinfo::Module) -> &'static [u8] {
+    // SAFETY: module ranges are reserved in the frame allocator, so nothing
+    // else writes them, and they are identity-mapped.
+    unsafe { core::slice::from_raw_parts(m.range.start as *const u8, m.range.len() as usize) }
+}
+
+/// Boots the first guest on this CPU and reports how it ended.
+fn run_vm0(boot: &BootInfo, frames: &mut FrameAllocator) -> ! {
+    use crate::arch::x64::vmx::{ept::Ept, vcpu};
+    use crate::vmm::{
+        platform::{self, Platform},
+        stats::ExitStats,
+        Vm,
+    };
+    let name = "vm0";
+    let caps = vmx::read_caps();
+    let chosen = vcpu::choose_controls(&caps).unwrap_or_else(|m| fatal(format_args!("{m}")));
+    vcpu::vmxon(frames, &caps).unwrap_or_else(|e| fatal(format_args!("{e}")));
+    let tsc_hz = pit::measure_tsc_hz();
+    log!(
+        "{name}: TSC {} kHz, {} MiB RAM",
+        tsc_hz / 1000,
+        VM0_RAM >> 20
+    );
+
+    let kernel = boot.module(VM0_KERNEL).map(module_bytes).unwrap_or(&[]);
+    let initrd = boot.module(VM0_INITRD).map(module_bytes).unwrap_or(&[]);
+    let Some(hpa) = frames.alloc(VM0_RAM, 2 << 20) else {
+        log!(
+            "{name}: not started: {} MiB of guest RAM do not fit in the {} MiB left",
+            VM0_RAM >> 20,
+            frames.free_bytes() >> 20
+        );
+        system_halt(exit_status::FAIL);
+    };
+    // SAFETY: a fresh block from the frame allocator, identity-mapped, used
+    // only as this guest's RAM from now on.
+    let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, VM0_RAM as usize) };
+    ram.fill(0);
+    let acpi = crate::guest::AcpiConfig {
+        dsdt_aml: crate::guest::aml::DSDT_BODY,
+        ..crate::guest::AcpiConfig::single_cpu(0)
+    };
+    let linux = match crate::guest::load_linux(ram, kernel, initrd, VM0_CMDLINE, &acpi) {
+        Ok(l) => l,
+        Err(e) => {
+            log!("{name}: not started: {VM0_KERNEL}: {e}");
+            system_halt(exit_status::FAIL);
+        }
+    };
+    let mut ept = Ept::new(frames).unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
+    ept.map(frames, 0, hpa, VM0_RAM, chosen.ept_1g, chosen.ept_2m)
+        .unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
+    let state = vcpu::BootState {
+        rip: linux.entry_rip,
+        rsi: linux.rsi,
+        cr3: linux.cr3,
+        gdt_base: linux.gdt_base,
+        gdt_limit: linux.gdt_limit,
+        code_selector: linux.code_selector,
+        data_selector: linux.data_selector,
+    };
+    let v = vcpu::VmxVcpu::new(frames, &caps, chosen, ept.pointer(), 1, &state)
+        .unwrap_or_else(|e| fatal(format_args!("{e}")));
+    let cpuid = crate::vm::cpuid::CpuidConfig::new(0, tsc_hz);
+    let hidden = platform::Hidden {
+        rdtscp: !chosen.rdtscp,
+        invpcid: !chosen.invpcid,
+        // XSAVES would need IA32_XSS emulated; XSAVEC/XSAVEOPT suffice.
+        xsaves: true,
+        xcr0_mask: host_xcr0_mask(),
+    };
+    let platform = Platform::new(ram, 0, tsc_hz, cpuid, hidden);
+    let mut vm = Vm {
+        name,
+        vcpu: v,
+        platform,
+        stats: ExitStats::default(),
+        xcr0_mask: host_xcr0_mask(),
+    };
+    log!("{name}: starting Linux at {:#x}", linux.entry_rip);
+    let fate = vm.run();
+    log!("{name}: {fate}");
+    let mut line = alloc::string::String::new();
+    for (kind, n) in vm.stats.nonzero() {
+        use core::fmt::Write;
+        let _ = write!(line, " {kind}={n}");
+    }
+    log!("{name}: exits total={}{line}", vm.stats.total_exits());
+    log!(
+        "vmlink: summary: {name} {}",
+        if fate.is_clean() { "ok" } else { "failed" }
+    );
+    system_halt(if fate.is_clean() {
+        exit_status::OK
+    } else {
+        exit_status::FAIL
+    })
+}
+
+/// XCR0 bits the CPU supports (CPUID 0xD.0 EAX/EDX), limited to x87, SSE
+/// and AVX: the state FXSAVE plus legacy-SSE host code leave intact.
+fn host_xcr0_mask() -> u64 {
+    if !cpu::has_xsave() {
+        return 0;
+    }
+    let r = cpu::cpuid(0xD, 0);
+    ((u64::from(r.edx) << 32) | u64::from(r.eax)) & 0b111
 }

@@ -106,14 +106,14 @@ impl<V: Vcpu> Vm<V> {
                         self.vcpu.set_gpr(RDX, v >> 32);
                         self.vcpu.skip_instruction();
                     }
-                    Err(()) => self.vcpu.inject_exception(GP, Some(0)),
+                    Err(_) => self.vcpu.inject_exception(GP, Some(0)),
                 }
             }
             VmExit::Wrmsr { msr, value } => {
                 let now = self.vcpu.now();
                 match self.platform.wrmsr(msr, value, now) {
                     Ok(()) => self.vcpu.skip_instruction(),
-                    Err(()) => self.vcpu.inject_exception(GP, Some(0)),
+                    Err(_) => self.vcpu.inject_exception(GP, Some(0)),
                 }
             }
             VmExit::Io {
@@ -123,13 +123,20 @@ impl<V: Vcpu> Vm<V> {
                 string,
             } => {
                 if string {
-                    return Some(self.stop(format_args!("string I/O on port {port:#x} is not emulated")));
+                    return Some(
+                        self.stop(format_args!("string I/O on port {port:#x} is not emulated")),
+                    );
                 }
-                let mask = if size >= 4 { u64::from(u32::MAX) } else { (1u64 << (size * 8)) - 1 };
+                let mask = if size >= 4 {
+                    u64::from(u32::MAX)
+                } else {
+                    (1u64 << (size * 8)) - 1
+                };
                 if input {
                     let v = self.platform.io_in(port, size);
                     let rax = self.vcpu.gpr(RAX);
-                    self.vcpu.set_gpr(RAX, (rax & !mask) | (u64::from(v) & mask));
+                    self.vcpu
+                        .set_gpr(RAX, (rax & !mask) | (u64::from(v) & mask));
                 } else {
                     let v = (self.vcpu.gpr(RAX) & mask) as u32;
                     if let Some(fate) = self.platform.io_out(port, size, v) {
@@ -142,7 +149,12 @@ impl<V: Vcpu> Vm<V> {
                 self.vcpu.skip_instruction();
                 return self.idle();
             }
-            VmExit::MemoryFault { gpa, read, write, exec } => {
+            VmExit::MemoryFault {
+                gpa,
+                read,
+                write,
+                exec,
+            } => {
                 if exec || !self.platform.is_mmio(gpa) {
                     let rip = self.vcpu.rip();
                     return Some(self.stop(format_args!(
@@ -176,9 +188,14 @@ impl<V: Vcpu> Vm<V> {
             VmExit::TripleFault => return Some(Fate::TripleFault),
             VmExit::EntryFailed => return Some(self.stop(format_args!("VM entry failed"))),
             VmExit::ControlRegister { qualification } => {
-                return Some(self.stop(format_args!("unsupported control-register access {qualification:#x}")))
+                return Some(self.stop(format_args!(
+                    "unsupported control-register access {qualification:#x}"
+                )))
             }
-            VmExit::Other { code, qualification } => {
+            VmExit::Other {
+                code,
+                qualification,
+            } => {
                 return Some(self.stop(format_args!("unhandled exit {code} ({qualification:#x})")))
             }
         }

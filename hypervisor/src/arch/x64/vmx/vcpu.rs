@@ -473,7 +473,11 @@ impl VmxVcpu {
         if paging && (v ^ old) & EFER_LME != 0 {
             return false;
         }
-        let lma = if paging && v & EFER_LME != 0 { EFER_LMA } else { 0 };
+        let lma = if paging && v & EFER_LME != 0 {
+            EFER_LMA
+        } else {
+            0
+        };
         let new = (v & !EFER_LMA) | lma;
         vmcs::write(guest::IA32_EFER_FULL, new);
         let mut entry = self.chosen.entry;

@@ -1,0 +1,279 @@
+//! One guest's platform: the device models and policies behind the exits,
+//! wired together (the UART's interrupt through the IO-APIC into the local
+//! APIC, the APIC's timer into the backend's deadline).
+
+use alloc::string::String;
+
+use super::Fate;
+use crate::devices::{ioapic::IoApic, lapic::LocalApic, uart::Uart};
+use crate::vcpu::{PagingMode, Vcpu};
+use crate::vm::{cpuid, decode, msr};
+
+pub const APIC_BASE: u64 = 0xFEE0_0000;
+pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
+const PAGE: u64 = 4096;
+const COM1: u16 = 0x3F8;
+const COM1_IRQ: u8 = 4;
+/// ACPI sleep control register (hardware-reduced FADT): SLP_EN is bit 5.
+pub use crate::guest::acpi_tables::SLEEP_CONTROL_PORT;
+const RESET_CONTROL_PORT: u16 = 0xCF9;
+
+/// CPUID bits to clear because the VT-x controls that make the
+/// instructions work in a guest are off on this CPU, and the XCR0 bits a
+/// guest may enable.
+#[derive(Clone, Copy, Debug)]
+pub struct Hidden {
+    pub rdtscp: bool,
+    pub invpcid: bool,
+    pub xsaves: bool,
+    pub xcr0_mask: u64,
+}
+
+impl Hidden {
+    /// Applies the hiding to one CPUID answer.
+    pub fn apply(&self, leaf: u32, sub: u32, r: &mut [u32; 4]) {
+        match (leaf, sub) {
+            (7, 0) if self.invpcid => r[1] &= !(1 << 10),
+            (0xD, 0) => {
+                r[0] &= self.xcr0_mask as u32;
+                r[3] = 0;
+            }
+            (0xD, 1) if self.xsaves => r[0] &= !(1 << 3),
+            (0x8000_0001, _) if self.rdtscp => r[3] &= !(1 << 27),
+            _ => {}
+        }
+    }
+}
+
+pub struct Platform {
+    hidden: Hidden,
+    ram: &'static mut [u8],
+    lapic: LocalApic,
+    ioapic: IoApic,
+    uart: Uart,
+    msrs: msr::GuestMsrs,
+    cpuid: cpuid::CpuidConfig,
+    uart_irq: bool,
+    line: String,
+}
+
+impl Platform {
+    pub fn new(
+        ram: &'static mut [u8],
+        apic_id: u32,
+        tsc_hz: u64,
+        cpuid: cpuid::CpuidConfig,
+        hidden: Hidden,
+    ) -> Self {
+        Platform {
+            hidden,
+            ram,
+            lapic: LocalApic::new(apic_id, tsc_hz),
+            ioapic: IoApic::new(),
+            uart: Uart::new(),
+            msrs: msr::GuestMsrs::new(),
+            cpuid,
+            uart_irq: false,
+            line: String::new(),
+        }
+    }
+
+    /// Advances timers and device interrupt lines to `now`.
+    pub fn poll(&mut self, now: u64) {
+        self.lapic.poll(now);
+        let level = self.uart.irq_pending();
+        if level && !self.uart_irq {
+            if let Some(v) = self.ioapic.raise(COM1_IRQ) {
+                self.lapic.accept(v);
+            }
+        }
+        self.uart_irq = level;
+    }
+
+    pub fn pending_interrupt(&self) -> Option<u8> {
+        self.lapic.pending()
+    }
+
+    pub fn acknowledge(&mut self, vector: u8) {
+        self.lapic.ack(vector);
+    }
+
+    pub fn next_deadline(&self) -> Option<u64> {
+        self.lapic.next_deadline()
+    }
+
+    pub fn cpuid(&self, leaf: u32, sub: u32, guest_cr4: u64) -> [u32; 4] {
+        let mut cfg = self.cpuid;
+        cfg.guest_cr4_osxsave = guest_cr4 & (1 << 18) != 0;
+        let mut r = cpuid::guest_cpuid(leaf, sub, &host_cpuid, &cfg);
+        self.hidden.apply(leaf, sub, &mut r);
+        r
+    }
+
+    pub fn rdmsr(&mut self, msr_index: u32, now: u64) -> Result<u64, msr::MsrFault> {
+        let r = msr::rdmsr(&mut self.msrs, &mut self.lapic, msr_index, now);
+        if r.is_err() {
+            self.gp_once(msr_index);
+        }
+        r
+    }
+
+    pub fn wrmsr(&mut self, msr_index: u32, value: u64, now: u64) -> Result<(), msr::MsrFault> {
+        match msr::wrmsr(&mut self.msrs, &mut self.lapic, msr_index, value, now) {
+            Ok(ended) => {
+                self.after_apic_write(ended);
+                Ok(())
+            }
+            Err(e) => {
+                self.gp_once(msr_index);
+                Err(e)
+            }
+        }
+    }
+
+    fn gp_once(&mut self, msr_index: u32) {
+        if self.msrs.first_fault(msr_index) {
+            crate::log!("guest: #GP for MSR {msr_index:#x} (not emulated; logged once)");
+        }
+    }
+
+    /// Forwards an EOI to the I/O APIC and reports refused IPIs.
+    fn after_apic_write(&mut self, ended: Option<u8>) {
+        if let Some(v) = ended {
+            self.ioapic.eoi(v);
+        }
+        if let Some(r) = self.lapic.refused.take() {
+            crate::log!(
+                "guest: IPI refused (ICR {:#x}): a guest may only interrupt itself",
+                r.icr
+            );
+        }
+    }
+
+    pub fn io_in(&mut self, port: u16, size: u8) -> u32 {
+        match port {
+            COM1..=0x3FF if size == 1 => u32::from(self.uart.io_read((port - COM1) as u8)),
+            _ => u32::MAX,
+        }
+    }
+
+    pub fn io_out(&mut self, port: u16, size: u8, value: u32) -> Option<Fate> {
+        match port {
+            COM1..=0x3FF if size == 1 => self.uart.io_write((port - COM1) as u8, value as u8),
+            SLEEP_CONTROL_PORT if value & (1 << 5) != 0 => return Some(Fate::PoweredOff),
+            RESET_CONTROL_PORT if value & 0x4 != 0 => return Some(Fate::Reset),
+            0x64 if value == 0xFE => return Some(Fate::Reset),
+            _ => {}
+        }
+        None
+    }
+
+    pub fn is_mmio(&self, gpa: u64) -> bool {
+        (APIC_BASE..APIC_BASE + PAGE).contains(&gpa)
+            || (IOAPIC_BASE..IOAPIC_BASE + PAGE).contains(&gpa)
+    }
+
+    /// Emulates the instruction at the guest's RIP against the APIC or
+    /// IO-APIC page it touched.
+    pub fn emulate_mmio(&mut self, vcpu: &mut impl Vcpu, gpa: u64) -> Result<(), &'static str> {
+        let bytes = self.fetch(vcpu)?;
+        let access = decode::decode(&bytes).map_err(|_| "instruction not understood")?;
+        let now = vcpu.now();
+        if access.write {
+            let value = match (access.imm, access.reg) {
+                (Some(i), _) => i,
+                (None, Some(r)) => vcpu.gpr(r),
+                (None, None) => return Err("write without a source"),
+            };
+            let value = value as u32;
+            if gpa >= APIC_BASE {
+                let ended = self.lapic.write((gpa - APIC_BASE) as u32, value, now);
+                self.after_apic_write(ended);
+            } else {
+                self.ioapic.write((gpa - IOAPIC_BASE) as u32, value);
+            }
+        } else {
+            let v = if gpa >= APIC_BASE {
+                self.lapic.read((gpa - APIC_BASE) as u32, now)
+            } else {
+                self.ioapic.read((gpa - IOAPIC_BASE) as u32)
+            };
+            let r = access.reg.ok_or("read without a destination")?;
+            vcpu.set_gpr(r, u64::from(v));
+        }
+        vcpu.advance_rip(u64::from(access.len));
+        Ok(())
+    }
+
+    /// Up to 15 instruction bytes at the guest's RIP.
+    fn fetch(&self, vcpu: &impl Vcpu) -> Result<[u8; 15], &'static str> {
+        let mode = match vcpu.paging_mode() {
+            PagingMode::None => decode::PagingMode::None,
+            PagingMode::Bits32 => decode::PagingMode::Bits32,
+            PagingMode::Pae => decode::PagingMode::Pae,
+            PagingMode::Long4 => decode::PagingMode::Long4,
+        };
+        let ram = &*self.ram;
+        let read = |gpa: u64| -> Option<u64> {
+            let a = gpa as usize;
+            ram.get(a..a + 8)
+                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        };
+        let mut out = [0u8; 15];
+        for (i, b) in out.iter_mut().enumerate() {
+            let gva = vcpu.rip() + i as u64;
+            let gpa =
+                decode::translate(vcpu.cr3(), gva, mode, &read).ok_or("guest RIP not mapped")?;
+            *b = *ram.get(gpa as usize).ok_or("guest RIP outside RAM")?;
+        }
+        Ok(out)
+    }
+
+    /// Prints the guest's complete console lines with its prefix.
+    pub fn flush_console(&mut self, vm: &str) {
+        while let Some(l) = self.uart.take_line() {
+            self.line.clear();
+            self.line
+                .push_str(core::str::from_utf8(&l).unwrap_or("<non-utf8 line>"));
+            crate::console::vm_line(vm, format_args!("{}", self.line.trim_end()));
+        }
+    }
+}
+
+fn host_cpuid(leaf: u32, sub: u32) -> [u32; 4] {
+    let r = crate::arch::x64::cpu::cpuid(leaf, sub);
+    [r.eax, r.ebx, r.ecx, r.edx]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hidden_features_are_cleared() {
+        let h = Hidden {
+            rdtscp: true,
+            invpcid: true,
+            xsaves: true,
+            xcr0_mask: 0b111,
+        };
+        let mut r = [u32::MAX; 4];
+        h.apply(7, 0, &mut r);
+        assert_eq!(r[1] & (1 << 10), 0);
+        let mut r = [u32::MAX; 4];
+        h.apply(0xD, 0, &mut r);
+        assert_eq!((r[0], r[3]), (0b111, 0));
+        let mut r = [u32::MAX; 4];
+        h.apply(0x8000_0001, 0, &mut r);
+        assert_eq!(r[3] & (1 << 27), 0);
+        let keep = Hidden {
+            rdtscp: false,
+            invpcid: false,
+            xsaves: false,
+            xcr0_mask: 0b111,
+        };
+        let mut r = [u32::MAX; 4];
+        keep.apply(7, 0, &mut r);
+        assert_eq!(r[1], u32::MAX);
+    }
+}
