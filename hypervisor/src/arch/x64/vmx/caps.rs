@@ -166,6 +166,16 @@ impl VmxCaps {
         self.ept() && self.msrs.ept_vpid & (1 << 21) != 0
     }
 
+    /// INVEPT with the all-context type (EPT_VPID_CAP bit 26).
+    pub fn invept_all_context(&self) -> bool {
+        self.invept() && self.msrs.ept_vpid & (1 << 26) != 0
+    }
+
+    /// INVVPID with the all-context type (EPT_VPID_CAP bit 42).
+    pub fn invvpid_all_context(&self) -> bool {
+        self.invvpid() && self.msrs.ept_vpid & (1 << 42) != 0
+    }
+
     pub fn invvpid(&self) -> bool {
         self.vpid() && self.msrs.ept_vpid & (1 << 32) != 0
     }

@@ -171,6 +171,15 @@ impl VmxVcpu {
             event_pending: false,
         };
         v.regs.gpr[6] = boot.rsi;
+        // The EPT structures and VPID are new to this CPU, but a VPID or EPTP
+        // value may have been used before (a reloaded hypervisor, a guest
+        // restarted): drop whatever the TLBs cached for them (SDM 29.4.3).
+        if caps.invept_all_context() {
+            invept_all();
+        }
+        if chosen.vpid && caps.invvpid_all_context() {
+            invvpid_all();
+        }
         v.setup_controls(frames, ept_pointer, vpid);
         v.setup_host();
         v.setup_guest(caps, boot);
@@ -486,6 +495,25 @@ impl VmxVcpu {
         }
         vmcs::write(control::VMENTRY_CONTROLS, entry.into());
         true
+    }
+}
+
+/// INVEPT, all-context (type 2), where the CPU offers that type.
+fn invept_all() {
+    let descriptor = [0u64; 2];
+    // SAFETY: INVEPT only invalidates cached translations; the descriptor is
+    // a valid 16-byte memory operand, and VMX root operation is on.
+    unsafe {
+        core::arch::asm!("invept {0}, [{1}]", in(reg) 2u64, in(reg) descriptor.as_ptr(), options(nostack));
+    }
+}
+
+/// INVVPID, all-context (type 2), where the CPU offers that type.
+fn invvpid_all() {
+    let descriptor = [0u64; 2];
+    // SAFETY: as for invept_all.
+    unsafe {
+        core::arch::asm!("invvpid {0}, [{1}]", in(reg) 2u64, in(reg) descriptor.as_ptr(), options(nostack));
     }
 }
 
