@@ -206,6 +206,7 @@ impl<V: Vcpu> Vm<V> {
     fn idle(&mut self) -> Option<Fate> {
         loop {
             let now = self.vcpu.now();
+            self.platform.poll_input();
             self.platform.poll(now);
             if self.platform.pending_interrupt().is_some() {
                 return None;

@@ -47,6 +47,8 @@ impl Hidden {
 
 pub struct Platform {
     hidden: Hidden,
+    /// Whether this guest receives what is typed on the console.
+    pub console_input: bool,
     ram: &'static mut [u8],
     lapic: LocalApic,
     ioapic: IoApic,
@@ -67,6 +69,7 @@ impl Platform {
     ) -> Self {
         Platform {
             hidden,
+            console_input: true,
             ram,
             lapic: LocalApic::new(apic_id, tsc_hz),
             ioapic: IoApic::new(),
@@ -75,6 +78,17 @@ impl Platform {
             cpuid,
             uart_irq: false,
             line: String::new(),
+        }
+    }
+
+    /// Hands console input to the guest's UART. Called while the guest
+    /// idles (a guest waiting for input is halted), not on every exit: under
+    /// nested virtualization each host port read is itself an exit.
+    pub fn poll_input(&mut self) {
+        if self.console_input {
+            while let Some(b) = crate::arch::x64::serial::try_read() {
+                self.uart.push_input(b);
+            }
         }
     }
 

@@ -42,6 +42,12 @@ pub fn write_line(prefix: fmt::Arguments, args: fmt::Arguments) {
     }
 }
 
+/// A byte typed on the console, if one is waiting (never blocks; skips the
+/// check while another CPU is printing).
+pub fn try_read() -> Option<u8> {
+    PORT.try_lock()?.as_mut()?.try_receive().ok()
+}
+
 /// Waits until the UART has sent every byte, so that a line printed just
 /// before the emulator exits is not cut off.
 pub fn flush() {
