@@ -1,7 +1,7 @@
 //! The boot flow: from the loader's hand-off to every CPU online.
 
 use alloc::boxed::Box;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use crate::arch::x64::{
     acpi, cpu, gdt, idt, lapic::LocalApic, paging, percpu, pit, power, serial, smp, vmx,
@@ -10,6 +10,7 @@ use crate::bootinfo::{self, BootInfo, BootInfoError, PhysRead, MB1_MAGIC, MB2_MA
 use crate::cpus::CpuList;
 use crate::frames::FrameAllocator;
 use crate::range::Range;
+use crate::vmm::launch;
 use crate::{heap, log};
 use vmlink_abi::{exit_status, HALT_MARKER};
 
@@ -164,11 +165,7 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
         if flag("panic-test") {
             panic!("panic-test requested on the command line");
         }
-        if boot.module(VM0_KERNEL).is_none() {
-            log!("vmlink: no guest kernel module ({VM0_KERNEL}): nothing to run");
-            system_halt(exit_status::OK);
-        }
-        run_vm0(&boot, &mut frames);
+        run_guests(boot, frames, online);
     }
     log!("vmlink: only {online} of {} CPUs online", cpus.len());
     system_halt(exit_status::FAIL)
@@ -176,6 +173,52 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
 
 /// APs that finished their start-up and printed their line.
 static REPORTED: AtomicUsize = AtomicUsize::new(0);
+
+/// Shared with the APs once every CPU is online.
+static BOOT: spin::Once<BootInfo> = spin::Once::new();
+static FRAMES: spin::Mutex<Option<FrameAllocator>> = spin::Mutex::new(None);
+static TSC_HZ: AtomicU64 = AtomicU64::new(0);
+/// Set when the APs may start their guests.
+static GO: AtomicBool = AtomicBool::new(false);
+
+/// One guest per CPU: CPU `i` runs `vm<i>` when its kernel module is
+/// there. The boot CPU runs vm0, then waits for every guest to end and
+/// prints the summary.
+fn run_guests(boot: BootInfo, frames: FrameAllocator, online: usize) -> ! {
+    let boot = BOOT.call_once(|| boot);
+    *FRAMES.lock() = Some(frames);
+    TSC_HZ.store(pit::measure_tsc_hz(), Ordering::SeqCst);
+    let guests: alloc::vec::Vec<usize> = (0..online.min(launch::MAX_VMS))
+        .filter(|&i| boot.module(launch::kernel_module(i)).is_some())
+        .collect();
+    if guests.is_empty() {
+        log!("vmlink: no guest kernel module (vm0.kernel): nothing to run");
+        system_halt(exit_status::OK);
+    }
+    log!("vmlink: starting {} guest(s), one per CPU", guests.len());
+    GO.store(true, Ordering::SeqCst);
+    if guests.contains(&0) {
+        launch::run(0, boot, &FRAMES, TSC_HZ.load(Ordering::SeqCst));
+    }
+    while launch::finished() < guests.len() {
+        cpu::relax();
+    }
+    let mut all_clean = true;
+    for &i in &guests {
+        let clean = launch::clean(i);
+        all_clean &= clean;
+        log!(
+            "vmlink: summary: {} {}",
+            launch::NAMES[i],
+            if clean { "ok" } else { "failed" }
+        );
+    }
+    system_halt(if all_clean {
+        exit_status::OK
+    } else {
+        exit_status::FAIL
+    })
+}
 
 /// Every application processor starts here (called by the trampoline with
 /// its PerCpu block).
@@ -189,11 +232,27 @@ extern "C" fn ap_entry(percpu_block: u64) -> ! {
     cpu::enable_xsave();
     let apic = LocalApic::this_cpu();
     apic.mask_lints();
-    match vmx::check_and_enable() {
-        Ok(()) => report_cpu(apic.id()),
-        Err(why) => log!("vmlink: VT-x not available on this CPU: {why}"),
-    }
+    let vmx_ok = match vmx::check_and_enable() {
+        Ok(()) => {
+            report_cpu(apic.id());
+            true
+        }
+        Err(why) => {
+            log!("vmlink: VT-x not available on this CPU: {why}");
+            false
+        }
+    };
     REPORTED.fetch_add(1, Ordering::SeqCst);
+    while !GO.load(Ordering::SeqCst) {
+        cpu::relax();
+    }
+    let index = percpu::index() as usize;
+    if let Some(boot) = BOOT.get() {
+        if vmx_ok && index < launch::MAX_VMS && boot.module(launch::kernel_module(index)).is_some()
+        {
+            launch::run(index, boot, &FRAMES, TSC_HZ.load(Ordering::SeqCst));
+        }
+    }
     cpu::halt_forever()
 }
 
@@ -309,121 +368,4 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
             system_halt(exit_status::FAIL)
         }
     }
-}
-
-const VM0_KERNEL: &str = "vm0.kernel";
-const VM0_INITRD: &str = "vm0.initrd";
-const VM0_RAM: u64 = 256 << 20;
-const VM0_CMDLINE: &str = "console=ttyS0 panic=-1 no_timer_check";
-
-/// The bytes of a boot module (identity-mapped, reserved from the frame
-/// allocator).
-fn module_bytes(m: &bootinfo::Module) -> &'static [u8] {
-    // SAFETY: module ranges are reserved in the frame allocator, so nothing
-    // else writes them, and they are identity-mapped.
-    unsafe { core::slice::from_raw_parts(m.range.start as *const u8, m.range.len() as usize) }
-}
-
-/// Boots the first guest on this CPU and reports how it ended.
-fn run_vm0(boot: &BootInfo, frames: &mut FrameAllocator) -> ! {
-    use crate::arch::x64::vmx::{ept::Ept, vcpu};
-    use crate::vmm::{
-        platform::{self, Platform},
-        stats::ExitStats,
-        Vm,
-    };
-    let name = "vm0";
-    let caps = vmx::read_caps();
-    let chosen = vcpu::choose_controls(&caps).unwrap_or_else(|m| fatal(format_args!("{m}")));
-    vcpu::vmxon(frames, &caps).unwrap_or_else(|e| fatal(format_args!("{e}")));
-    let tsc_hz = pit::measure_tsc_hz();
-    log!(
-        "{name}: TSC {} kHz, {} MiB RAM",
-        tsc_hz / 1000,
-        VM0_RAM >> 20
-    );
-
-    let kernel = boot.module(VM0_KERNEL).map(module_bytes).unwrap_or(&[]);
-    let initrd = boot.module(VM0_INITRD).map(module_bytes).unwrap_or(&[]);
-    let Some(hpa) = frames.alloc(VM0_RAM, 2 << 20) else {
-        log!(
-            "{name}: not started: {} MiB of guest RAM do not fit in the {} MiB left",
-            VM0_RAM >> 20,
-            frames.free_bytes() >> 20
-        );
-        system_halt(exit_status::FAIL);
-    };
-    // SAFETY: a fresh block from the frame allocator, identity-mapped, used
-    // only as this guest's RAM from now on.
-    let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, VM0_RAM as usize) };
-    ram.fill(0);
-    let acpi = crate::guest::AcpiConfig {
-        dsdt_aml: crate::guest::aml::DSDT_BODY,
-        ..crate::guest::AcpiConfig::single_cpu(0)
-    };
-    let linux = match crate::guest::load_linux(ram, kernel, initrd, VM0_CMDLINE, &acpi) {
-        Ok(l) => l,
-        Err(e) => {
-            log!("{name}: not started: {VM0_KERNEL}: {e}");
-            system_halt(exit_status::FAIL);
-        }
-    };
-    let mut ept = Ept::new(frames).unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
-    ept.map(frames, 0, hpa, VM0_RAM, chosen.ept_1g, chosen.ept_2m)
-        .unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
-    let state = vcpu::BootState {
-        rip: linux.entry_rip,
-        rsi: linux.rsi,
-        cr3: linux.cr3,
-        gdt_base: linux.gdt_base,
-        gdt_limit: linux.gdt_limit,
-        code_selector: linux.code_selector,
-        data_selector: linux.data_selector,
-    };
-    let v = vcpu::VmxVcpu::new(frames, &caps, chosen, ept.pointer(), 1, &state)
-        .unwrap_or_else(|e| fatal(format_args!("{e}")));
-    let cpuid = crate::vm::cpuid::CpuidConfig::new(0, tsc_hz);
-    let hidden = platform::Hidden {
-        rdtscp: !chosen.rdtscp,
-        invpcid: !chosen.invpcid,
-        // XSAVES would need IA32_XSS emulated; XSAVEC/XSAVEOPT suffice.
-        xsaves: true,
-        xcr0_mask: host_xcr0_mask(),
-    };
-    let platform = Platform::new(ram, 0, tsc_hz, cpuid, hidden);
-    let mut vm = Vm {
-        name,
-        vcpu: v,
-        platform,
-        stats: ExitStats::default(),
-        xcr0_mask: host_xcr0_mask(),
-    };
-    log!("{name}: starting Linux at {:#x}", linux.entry_rip);
-    let fate = vm.run();
-    log!("{name}: {fate}");
-    let mut line = alloc::string::String::new();
-    for (kind, n) in vm.stats.nonzero() {
-        use core::fmt::Write;
-        let _ = write!(line, " {kind}={n}");
-    }
-    log!("{name}: exits total={}{line}", vm.stats.total_exits());
-    log!(
-        "vmlink: summary: {name} {}",
-        if fate.is_clean() { "ok" } else { "failed" }
-    );
-    system_halt(if fate.is_clean() {
-        exit_status::OK
-    } else {
-        exit_status::FAIL
-    })
-}
-
-/// XCR0 bits the CPU supports (CPUID 0xD.0 EAX/EDX), limited to x87, SSE
-/// and AVX: the state FXSAVE plus legacy-SSE host code leave intact.
-fn host_xcr0_mask() -> u64 {
-    if !cpu::has_xsave() {
-        return 0;
-    }
-    let r = cpu::cpuid(0xD, 0);
-    ((u64::from(r.edx) << 32) | u64::from(r.eax)) & 0b111
 }

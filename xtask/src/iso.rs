@@ -37,9 +37,13 @@ pub fn modules(p: &Payloads) -> Vec<BootModule> {
         iso_name: iso_name.to_string(),
         cmdline: cmdline.to_string(),
     };
+    // One guest per CPU: the hypervisor starts vm<i> on CPU i when CPU i
+    // exists. Both guests boot the same payloads for now.
     vec![
         m(&p.kernel, "vm0-kernel", "vm0.kernel"),
         m(&p.initramfs, "vm0-initramfs", "vm0.initrd"),
+        m(&p.kernel, "vm1-kernel", "vm1.kernel"),
+        m(&p.initramfs, "vm1-initramfs", "vm1.initrd"),
     ]
 }
 

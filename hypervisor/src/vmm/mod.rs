@@ -2,6 +2,7 @@
 //! is answered here with the CPUID/MSR policies (`vm/`) and the device
 //! models (`devices/`); what a guest may not do stops that guest alone.
 
+pub mod launch;
 pub mod platform;
 pub mod stats;
 

@@ -19,3 +19,4 @@ else
     echo "check: uptime STUCK at $a"
 fi
 echo "check: memory $(grep MemTotal /proc/meminfo)"
+echo "check: cpus $(grep -c ^processor /proc/cpuinfo) online $(cat /sys/devices/system/cpu/online)"
