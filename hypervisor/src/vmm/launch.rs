@@ -138,7 +138,9 @@ fn build(
         dsdt_aml: aml::DSDT_BODY,
         ..AcpiConfig::single_cpu(0)
     };
-    let linux = load_linux(ram, kernel, initrd, CMDLINE, &acpi)
+    // The guest learns its name from its command line.
+    let cmdline = format!("{CMDLINE} vmlink.name={name}");
+    let linux = load_linux(ram, kernel, initrd, &cmdline, &acpi)
         .map_err(|e| format!("{}: {e}", KERNELS[index]))?;
     let mut ept = Ept::new(frames).ok_or("no memory for EPT")?;
     ept.map(frames, 0, hpa, DEFAULT_RAM, chosen.ept_1g, chosen.ept_2m)
