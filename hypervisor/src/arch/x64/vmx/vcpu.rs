@@ -374,9 +374,11 @@ impl VmxVcpu {
         self.event_pending = true;
     }
 
-    fn translate(&mut self) -> VmExit {
+    /// The exit as a [`VmExit`], or None when the backend absorbed it and
+    /// the guest can simply go on.
+    fn translate(&mut self) -> Option<VmExit> {
         let q = self.exit_qualification;
-        match self.exit_reason & 0xFFFF {
+        Some(match self.exit_reason & 0xFFFF {
             0 => {
                 let info = vmcs::read(ro::VMEXIT_INTERRUPTION_INFO);
                 if (info >> 8) & 7 == 2 && idt::STOP_ALL.load(core::sync::atomic::Ordering::SeqCst)
@@ -398,7 +400,7 @@ impl VmxVcpu {
             12 => VmExit::Hlt,
             18 => VmExit::Hypercall,
             19..=27 | 50 | 53 => VmExit::VirtualizationInstruction,
-            28 => self.control_register(q),
+            28 => return self.control_register(q),
             30 => VmExit::Io {
                 port: (q >> 16) as u16,
                 size: (q & 7) as u8 + 1,
@@ -410,7 +412,7 @@ impl VmxVcpu {
                 self.regs.gpr[0] = v & 0xFFFF_FFFF;
                 self.regs.gpr[2] = v >> 32;
                 self.skip_instruction();
-                self.run()
+                return None;
             }
             32 if self.regs.gpr[1] as u32 == IA32_EFER => {
                 let v = (self.regs.gpr[2] << 32) | (self.regs.gpr[0] & 0xFFFF_FFFF);
@@ -419,7 +421,7 @@ impl VmxVcpu {
                 } else {
                     self.inject_exception(13, Some(0));
                 }
-                self.run()
+                return None;
             }
             31 => VmExit::Rdmsr {
                 msr: self.regs.gpr[1] as u32,
@@ -440,12 +442,12 @@ impl VmxVcpu {
                 code,
                 qualification: q,
             },
-        }
+        })
     }
 
     /// MOV to/from CR3 exits exist only where the CPU forces CR3 exiting;
     /// they are absorbed here. Anything else goes up.
-    fn control_register(&mut self, q: u64) -> VmExit {
+    fn control_register(&mut self, q: u64) -> Option<VmExit> {
         let cr = q & 0xF;
         let access = (q >> 4) & 3;
         let reg = ((q >> 8) & 0xF) as Gpr;
@@ -453,15 +455,15 @@ impl VmxVcpu {
             (3, 0) => {
                 vmcs::write(guest::CR3, self.gpr(reg) & !(1 << 63));
                 self.skip_instruction();
-                self.run()
+                None
             }
             (3, 1) => {
                 let v = vmcs::read(guest::CR3);
                 self.set_gpr(reg, v);
                 self.skip_instruction();
-                self.run()
+                None
             }
-            _ => VmExit::ControlRegister { qualification: q },
+            _ => Some(VmExit::ControlRegister { qualification: q }),
         }
     }
 }
@@ -540,25 +542,13 @@ fn acknowledge_host_interrupt() {
 
 impl Vcpu for VmxVcpu {
     fn run(&mut self) -> VmExit {
-        self.program_timer();
-        // SAFETY: this vCPU's VMCS is current on this CPU and fully set up
-        // (new()), the host RIP is the exit stub, and regs.fxsave_area points
-        // into self._fx, alive as long as self.
-        let entered = unsafe { entry::enter(&mut self.regs, self.launched) };
-        if !entered {
-            return VmExit::EntryFailed;
+        // Exits the backend absorbs (EFER, CR3) loop here rather than
+        // recursing: a guest may cause any number of them in a row.
+        loop {
+            if let Some(exit) = self.run_once() {
+                return exit;
+            }
         }
-        self.launched = true;
-        self.event_pending = false;
-        vmcs::write(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
-        self.exit_reason = vmcs::read(ro::EXIT_REASON) as u32;
-        if self.exit_reason & (1 << 31) != 0 {
-            return VmExit::EntryFailed;
-        }
-        self.exit_qualification = vmcs::read(ro::EXIT_QUALIFICATION);
-        self.exit_instruction_len = vmcs::read(ro::VMEXIT_INSTRUCTION_LEN);
-        self.requeue_interrupted_event();
-        self.translate()
     }
 
     fn gpr(&self, r: Gpr) -> u64 {
@@ -712,4 +702,30 @@ impl VmxVcpu {
 /// Checks the VMX requirements on this CPU and picks the controls.
 pub fn choose_controls(caps: &VmxCaps) -> Result<Chosen, controls::Missing> {
     controls::choose(caps)
+}
+
+impl VmxVcpu {
+    /// One entry and exit; None when the exit needed nothing from above.
+    fn run_once(&mut self) -> Option<VmExit> {
+        self.program_timer();
+
+        // SAFETY: this vCPU's VMCS is current on this CPU and fully set up
+        // (new()), the host RIP is the exit stub, and regs.fxsave_area points
+        // into self._fx, alive as long as self.
+        let entered = unsafe { entry::enter(&mut self.regs, self.launched) };
+        if !entered {
+            return Some(VmExit::EntryFailed);
+        }
+        self.launched = true;
+        self.event_pending = false;
+        vmcs::write(control::VMENTRY_INTERRUPTION_INFO_FIELD, 0);
+        self.exit_reason = vmcs::read(ro::EXIT_REASON) as u32;
+        if self.exit_reason & (1 << 31) != 0 {
+            return Some(VmExit::EntryFailed);
+        }
+        self.exit_qualification = vmcs::read(ro::EXIT_QUALIFICATION);
+        self.exit_instruction_len = vmcs::read(ro::VMEXIT_INSTRUCTION_LEN);
+        self.requeue_interrupted_event();
+        self.translate()
+    }
 }
