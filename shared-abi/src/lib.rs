@@ -4,6 +4,8 @@
 //! and the Linux driver's C header is generated from it.
 #![cfg_attr(not(test), no_std)]
 
+pub mod channel;
+
 /// CPUID leaf range the hypervisor answers with its own identity.
 pub const CPUID_HV_BASE: u32 = 0x4000_0000;
 /// Highest hypervisor leaf implemented.
@@ -37,7 +39,28 @@ pub mod exit_status {
 pub mod hypercall {
     /// Returns [`ABI_VERSION`](crate::ABI_VERSION).
     pub const VERSION: u64 = 0;
+    /// The driver is ready (RDI: the channel's interrupt vector as the
+    /// guest programmed it is taken from the device's MSI registers, so no
+    /// argument). The peer sees `peer_state::ATTACHED` and gets an interrupt.
+    pub const CHANNEL_ATTACH: u64 = 1;
+    /// The driver is going away; its buffers are the peer's no longer.
+    pub const CHANNEL_DETACH: u64 = 2;
+    /// Interrupt the peer (RDI: 0, the only channel). Returns 0, or
+    /// `HC_ERR_PEER_DOWN` when the peer has not attached.
+    pub const DOORBELL: u64 = 3;
+    /// Hypervisor-mediated send, the "traditional path" the benchmarks
+    /// compare against: RDI = guest-physical address of a frame in the
+    /// caller's RAM, RSI = its length. The hypervisor copies it into a free
+    /// buffer of the caller's section and publishes it as if the caller had.
+    pub const MEDIATED_SEND: u64 = 4;
+    /// Highest number in use.
+    pub const MAX: u64 = MEDIATED_SEND;
 }
+
+/// The peer has no driver attached (or its VM stopped).
+pub const HC_ERR_PEER_DOWN: i64 = -3;
+/// The VM has no channel.
+pub const HC_ERR_NO_CHANNEL: i64 = -4;
 
 /// The hypercall number is not known.
 pub const HC_ERR_UNKNOWN: i64 = -1;
