@@ -11,12 +11,14 @@ extern crate alloc;
 
 pub mod arch;
 pub mod bootinfo;
+pub mod channel;
 pub mod console;
 pub mod cpus;
 pub mod devices;
 pub mod frames;
 pub mod guest;
 pub mod heap;
+pub mod partition;
 pub mod range;
 pub mod selftest;
 pub mod start;

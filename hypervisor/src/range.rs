@@ -26,6 +26,11 @@ impl Range {
     pub const fn overlaps(&self, other: &Range) -> bool {
         self.start < other.end && other.start < self.end
     }
+
+    /// Whether `other` lies entirely inside this range.
+    pub const fn contains_range(&self, other: &Range) -> bool {
+        self.start <= other.start && other.end <= self.end
+    }
 }
 
 pub const CAPACITY: usize = 128;

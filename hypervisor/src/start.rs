@@ -7,10 +7,13 @@ use crate::arch::x64::{
     acpi, cpu, gdt, idt, lapic::LocalApic, paging, percpu, pit, power, serial, smp, vmx,
 };
 use crate::bootinfo::{self, BootInfo, BootInfoError, PhysRead, MB1_MAGIC, MB2_MAGIC};
+use crate::channel::Channel;
 use crate::cpus::CpuList;
-use crate::frames::FrameAllocator;
+use crate::frames::{FrameAllocator, PAGE_SIZE as PAGE};
+use crate::partition::{Partition, Refusal};
 use crate::range::Range;
 use crate::vmm::launch;
+use crate::vmm::memmap::ChannelFrames;
 use crate::{heap, log};
 use vmlink_abi::{exit_status, HALT_MARKER};
 
@@ -181,35 +184,139 @@ static TSC_HZ: AtomicU64 = AtomicU64::new(0);
 /// Set when the APs may start their guests.
 static GO: AtomicBool = AtomicBool::new(false);
 
-/// One guest per CPU: CPU `i` runs `vm<i>` when its kernel module is
-/// there. The boot CPU runs vm0, then waits for every guest to end and
-/// prints the summary.
+/// The partition every CPU reads once the guests may start.
+static PARTITION: spin::Once<Partition> = spin::Once::new();
+/// The channel between the partition's two VMs, when it has one.
+static CHANNEL: spin::Once<Channel> = spin::Once::new();
+
+fn kick_cpu(index: usize) {
+    if let Some(&apic_id) = CPUS.get().and_then(|c| c.as_slice().get(index)) {
+        smp::kick(apic_id);
+    }
+}
+
+/// Allocates, zeroes and describes the channel region the partition asks
+/// for; one that does not fit stops the machine before any guest starts.
+fn channel(part: &Partition, frames: &mut FrameAllocator) -> Option<&'static Channel> {
+    let mib = part.channel.region_mib;
+    if mib == 0 {
+        return None;
+    }
+    let size = u64::from(mib) << 20;
+    let layout = vmlink_abi::channel::Layout::new(size, part.channel.max_buffers)
+        .unwrap_or_else(|e| fatal(format_args!("config: channel: {e}")));
+    let free = frames.free_bytes() >> 20;
+    let mut page = || frames.alloc(PAGE, PAGE);
+    let headers = [page(), page()];
+    // Aligned for the largest EPT pages the region can use.
+    let region = frames.alloc(size, size.min(1 << 30));
+    let (Some(region_hpa), [Some(h0), Some(h1)]) = (region, headers) else {
+        fatal(format_args!(
+            "config: channel: a region of {mib} MiB does not fit in the {free} MiB left"
+        ))
+    };
+    let frames = ChannelFrames {
+        layout,
+        region_hpa,
+        header_hpa: [h0, h1],
+    };
+    let cpus = [part.cpu_of(0), part.cpu_of(1)];
+    // SAFETY: the frames were just allocated for the channel alone and are
+    // identity-mapped (the map covers all RAM).
+    let ch = CHANNEL.call_once(|| unsafe { Channel::new(frames, cpus, kick_cpu) });
+    log!(
+        "vmlink: channel: {mib} MiB at host {region_hpa:#x}, guest {:#x}; {} ring entries, {} buffers per direction",
+        crate::vmm::memmap::CHANNEL_GPA,
+        layout.ring_entries,
+        layout.buffer_count
+    );
+    Some(ch)
+}
+
+/// The partition from the `vmlink.config` module (or the default one),
+/// checked against this machine; a configuration that cannot run stops
+/// the machine before any guest starts.
+fn partition(boot: &BootInfo, online: usize) -> Partition {
+    let has = |m: &str| boot.module(m).is_some();
+    let part = match boot.module(vmlink_abi::config::MODULE_NAME) {
+        Some(m) => {
+            // SAFETY: module ranges are reserved in the frame allocator and
+            // identity-mapped; nothing writes them.
+            let blob = unsafe {
+                core::slice::from_raw_parts(m.range.start as *const u8, m.range.len() as usize)
+            };
+            Partition::from_blob(blob).unwrap_or_else(|e| {
+                fatal(format_args!(
+                    "config: {} refused: {e}",
+                    vmlink_abi::config::MODULE_NAME
+                ))
+            })
+        }
+        None => {
+            log!(
+                "vmlink: no {} module: vm<i> on CPU i for each vm<i>.kernel module",
+                vmlink_abi::config::MODULE_NAME
+            );
+            Partition::default_for(online, has)
+        }
+    };
+    if let Err(error) = part.check_machine(online, has) {
+        let r = Refusal {
+            partition: &part,
+            error,
+        };
+        fatal(format_args!("config: refused: {r}"));
+    }
+    for (i, e) in part.vms().iter().enumerate() {
+        log!(
+            "vmlink: config: vm[{i}] {} on CPU {}, {} MiB RAM, cmdline {:?}",
+            e.name(),
+            part.cpu_of(i),
+            e.ram_mib,
+            e.cmdline()
+        );
+    }
+    if part.channel.region_mib != 0 {
+        log!(
+            "vmlink: config: channel of {} MiB between {} and {}",
+            part.channel.region_mib,
+            part.vms()[0].name(),
+            part.vms()[1].name()
+        );
+    }
+    part
+}
+
+/// One guest per CPU as the partition says. The boot CPU runs its own
+/// guest (if it has one), then waits for every guest to end and prints the
+/// summary.
 fn run_guests(boot: BootInfo, frames: FrameAllocator, online: usize) -> ! {
     let boot = BOOT.call_once(|| boot);
+    let part = PARTITION.call_once(|| partition(boot, online));
+    let mut frames = frames;
+    let ch = channel(part, &mut frames);
     *FRAMES.lock() = Some(frames);
     TSC_HZ.store(pit::measure_tsc_hz(), Ordering::SeqCst);
-    let guests: alloc::vec::Vec<usize> = (0..online.min(launch::MAX_VMS))
-        .filter(|&i| boot.module(launch::kernel_module(i)).is_some())
-        .collect();
-    if guests.is_empty() {
+    let count = part.vms().len();
+    if count == 0 {
         log!("vmlink: no guest kernel module (vm0.kernel): nothing to run");
         system_halt(exit_status::OK);
     }
-    log!("vmlink: starting {} guest(s), one per CPU", guests.len());
+    log!("vmlink: starting {count} guest(s), one per CPU");
     GO.store(true, Ordering::SeqCst);
-    if guests.contains(&0) {
-        launch::run(0, boot, &FRAMES, TSC_HZ.load(Ordering::SeqCst));
+    if let Some(vm) = part.vm_on_cpu(0) {
+        launch::run(vm, part, ch, boot, &FRAMES, TSC_HZ.load(Ordering::SeqCst));
     }
-    while launch::finished() < guests.len() {
+    while launch::finished() < count {
         cpu::relax();
     }
     let mut all_clean = true;
-    for &i in &guests {
+    for (i, e) in part.vms().iter().enumerate() {
         let clean = launch::clean(i);
         all_clean &= clean;
         log!(
             "vmlink: summary: {} {}",
-            launch::NAMES[i],
+            e.name(),
             if clean { "ok" } else { "failed" }
         );
     }
@@ -247,10 +354,14 @@ extern "C" fn ap_entry(percpu_block: u64) -> ! {
         cpu::relax();
     }
     let index = percpu::index() as usize;
-    if let Some(boot) = BOOT.get() {
-        if vmx_ok && index < launch::MAX_VMS && boot.module(launch::kernel_module(index)).is_some()
-        {
-            launch::run(index, boot, &FRAMES, TSC_HZ.load(Ordering::SeqCst));
+    if let (Some(boot), Some(part)) = (BOOT.get(), PARTITION.get()) {
+        if let Some(vm) = part.vm_on_cpu(index) {
+            if vmx_ok {
+                let ch = CHANNEL.get();
+                launch::run(vm, part, ch, boot, &FRAMES, TSC_HZ.load(Ordering::SeqCst));
+            } else {
+                launch::not_started(vm, part, "this CPU has no usable VT-x");
+            }
         }
     }
     cpu::halt_forever()
@@ -318,7 +429,7 @@ fn report_cpu(apic_id: u32) {
 
 /// Runs the built-in test guest on this CPU (see `selftest`).
 fn selftest(frames: &mut FrameAllocator) -> ! {
-    use crate::arch::x64::vmx::{ept::Ept, vcpu};
+    use crate::arch::x64::vmx::{ept::IdentityTables, vcpu};
     use crate::selftest as t;
     let caps = vmx::read_caps();
     let chosen = vcpu::choose_controls(&caps).unwrap_or_else(|m| fatal(format_args!("{m}")));
@@ -332,8 +443,8 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
     let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, RAM as usize) };
     ram.fill(0);
     t::build(ram);
-    let mut ept = Ept::new(frames).unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
-    ept.map(frames, 0, hpa, RAM, chosen.ept_1g, chosen.ept_2m)
+    let runs = crate::vmm::memmap::plan(hpa, RAM, None);
+    let ept = crate::vmm::memmap::build(&mut IdentityTables(frames), &runs, chosen.page_sizes())
         .unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
     let boot = vcpu::BootState {
         rip: t::CODE_GPA,

@@ -11,6 +11,8 @@ pub const RAX: Gpr = 0;
 pub const RCX: Gpr = 1;
 pub const RDX: Gpr = 2;
 pub const RBX: Gpr = 3;
+pub const RSI: Gpr = 6;
+pub const RDI: Gpr = 7;
 
 /// Why the guest stopped running.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,6 +84,8 @@ pub trait Vcpu {
     fn gpr(&self, r: Gpr) -> u64;
     fn set_gpr(&mut self, r: Gpr, v: u64);
     fn rip(&self) -> u64;
+    /// The guest's current privilege level (0 = kernel).
+    fn cpl(&self) -> u8;
     /// Moves past the instruction that caused the exit.
     fn skip_instruction(&mut self);
     /// Moves past `len` bytes (for instructions the caller decoded).

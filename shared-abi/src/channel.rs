@@ -41,9 +41,11 @@ pub mod pci {
     pub const DEVICE: u8 = 1;
     /// BAR0/BAR1: one 64-bit prefetchable memory BAR covering the region.
     pub const REGION_BAR: usize = 0;
-    pub const HOST_BRIDGE_VENDOR: u16 = 0x8086;
-    /// The 440FX host bridge's device ID, which Linux's type-1 probe knows.
-    pub const HOST_BRIDGE_DEVICE: u16 = 0x1237;
+    /// The host bridge at device 0 is vmlink's own (class 06/00 is what
+    /// Linux's type-1 probe looks for): a real chipset's IDs would pull in
+    /// that chipset's quirks.
+    pub const HOST_BRIDGE_VENDOR: u16 = VENDOR_ID;
+    pub const HOST_BRIDGE_DEVICE: u16 = 0x0000;
 }
 
 pub const PAGE: u64 = 4096;

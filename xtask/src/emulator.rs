@@ -6,6 +6,7 @@
 //! or on timeout, and returns the console lines and an [`Outcome`].
 
 use crate::iso::{self, BootModule};
+use crate::partition::Partition;
 use crate::serial::{self, Tail};
 use crate::template;
 use crate::util::{out_dir, root};
@@ -203,6 +204,7 @@ pub fn auto_choice(kvm_device: bool, cpuinfo: &str) -> (Choice, &'static str) {
 /// `cargo xtask run`: boots the built image and shows its console.
 pub fn run_interactive(
     a: &Artifacts,
+    part: &Partition,
     choice: Choice,
     cpus: u32,
     timeout: Option<u64>,
@@ -217,17 +219,19 @@ pub fn run_interactive(
         }
         c => c,
     };
+    let modules = crate::partition::modules(part)?;
     let multiboot = |accel| Kind::QemuMultiboot {
         accel,
         cpu_model: None,
         hypervisor: a.hypervisor.clone(),
         cmdline: iso::HV_CMDLINE.to_string(),
-        modules: iso::modules(&a.payloads),
+        modules: modules.clone(),
     };
+    let iso = || iso::build_with(&a.hypervisor, part, iso::HV_CMDLINE);
     let kind = match choice {
         Choice::Auto => unreachable!(),
         Choice::Bochs => Kind::BochsIso {
-            iso: a.iso.clone(),
+            iso: iso()?,
             cpu_model: DEFAULT_BOCHS_CPU.to_string(),
         },
         Choice::QemuKvm => multiboot(Accel::Kvm),
@@ -235,7 +239,7 @@ pub fn run_interactive(
         Choice::QemuKvmIso => Kind::QemuIso {
             accel: Accel::Kvm,
             cpu_model: None,
-            iso: a.iso.clone(),
+            iso: iso()?,
         },
     };
     if matches!(kind, Kind::BochsIso { .. }) && !batch {

@@ -4,7 +4,7 @@
 //! [`modules`], which the QEMU multiboot boot uses too, so both boot paths
 //! hand the hypervisor the same files with the same command lines.
 
-use crate::guest::Payloads;
+use crate::partition::{self, Partition};
 use crate::template;
 use crate::util::{out_dir, root, Step};
 use anyhow::{bail, Context, Result};
@@ -30,35 +30,19 @@ pub struct BootModule {
     pub cmdline: String,
 }
 
-/// The modules every boot hands to the hypervisor, in order.
-pub fn modules(p: &Payloads) -> Vec<BootModule> {
-    let m = |source: &Path, iso_name: &str, cmdline: &str| BootModule {
-        source: source.to_path_buf(),
-        iso_name: iso_name.to_string(),
-        cmdline: cmdline.to_string(),
-    };
-    // One guest per CPU: the hypervisor starts vm<i> on CPU i when CPU i
-    // exists. Both guests boot the same payloads for now.
-    vec![
-        m(&p.kernel, "vm0-kernel", "vm0.kernel"),
-        m(&p.initramfs, "vm0-initramfs", "vm0.initrd"),
-        m(&p.kernel, "vm1-kernel", "vm1.kernel"),
-        m(&p.initramfs, "vm1-initramfs", "vm1.initrd"),
-    ]
-}
-
 /// The grub.cfg for the given modules.
-/// `vmlink` for the default command line, else `vmlink-<words>`.
-pub fn iso_base_name(hv_cmdline: &str) -> String {
+/// `vmlink-<config>` for the default command line, else
+/// `vmlink-<config>-<words>`.
+pub fn iso_base_name(config: &str, hv_cmdline: &str) -> String {
     let tag: String = hv_cmdline
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
     let tag = tag.trim_matches('-');
     if tag.is_empty() {
-        "vmlink".to_string()
+        format!("vmlink-{config}")
     } else {
-        format!("vmlink-{tag}")
+        format!("vmlink-{config}-{tag}")
     }
 }
 
@@ -79,21 +63,17 @@ pub fn grub_cfg(template: &str, hv_cmdline: &str, modules: &[BootModule]) -> Res
     )
 }
 
-pub fn build(hypervisor: &Path, payloads: &Payloads) -> Result<PathBuf> {
-    build_with(hypervisor, payloads, HV_CMDLINE)
-}
-
 /// An ISO whose GRUB entry passes `hv_cmdline` to the hypervisor; each
 /// distinct command line gets its own file.
-pub fn build_with(hypervisor: &Path, payloads: &Payloads, hv_cmdline: &str) -> Result<PathBuf> {
+pub fn build_with(hypervisor: &Path, part: &Partition, hv_cmdline: &str) -> Result<PathBuf> {
     let template_path = root().join("boot/grub.cfg.in");
     let template = fs::read_to_string(&template_path)
         .with_context(|| format!("reading {}", template_path.display()))?;
-    let modules = modules(payloads);
+    let modules = partition::modules(part)?;
     let cfg = grub_cfg(&template, hv_cmdline, &modules)?;
 
     let out = out_dir();
-    let base = iso_base_name(hv_cmdline);
+    let base = iso_base_name(&part.stem, hv_cmdline);
     let iso = out.join(format!("{base}.iso"));
     let stamp_path = out.join(format!("{base}.iso.inputs"));
     let mut inputs: Vec<(&Path, &str)> = vec![(hypervisor, "vmlink.elf")];

@@ -6,6 +6,7 @@ mod emulator;
 mod guest;
 mod hv;
 mod iso;
+mod partition;
 mod scenario;
 mod serial;
 mod template;
@@ -28,6 +29,9 @@ pub struct BuildOpts {
     /// the root of the initramfs.
     #[arg(long)]
     pub overlay: Option<PathBuf>,
+    /// Partition configuration (default: config/default.toml).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -74,7 +78,17 @@ fn main() -> Result<()> {
         Cmd::Build { build } => {
             deps::ensure()?;
             let out = build_all(&build)?;
-            println!("ISO: {}", out.iso.display());
+            let machine = partition::Machine {
+                cpus: 2,
+                megs: emulator::DEFAULT_MEGS,
+            };
+            let part = out.partition(&build, machine)?;
+            let iso = iso::build_with(&out.hypervisor, &part, iso::HV_CMDLINE)?;
+            println!(
+                "ISO: {} (for a machine with 2 CPUs and {} MiB)",
+                iso.display(),
+                machine.megs
+            );
             Ok(())
         }
         Cmd::Run {
@@ -86,7 +100,12 @@ fn main() -> Result<()> {
         } => {
             deps::ensure()?;
             let out = build_all(&build)?;
-            emulator::run_interactive(&out, emulator, cpus, timeout, batch)
+            let machine = partition::Machine {
+                cpus,
+                megs: emulator::DEFAULT_MEGS,
+            };
+            let part = out.partition(&build, machine)?;
+            emulator::run_interactive(&out, &part, emulator, cpus, timeout, batch)
         }
         Cmd::Test { filter, unit_only } => {
             deps::ensure()?;
@@ -99,16 +118,28 @@ fn main() -> Result<()> {
 pub struct Artifacts {
     pub hypervisor: PathBuf,
     pub payloads: guest::Payloads,
-    pub iso: PathBuf,
+}
+
+impl Artifacts {
+    /// The partition configuration `opts` names, checked for `machine`.
+    pub fn partition(
+        &self,
+        opts: &BuildOpts,
+        machine: partition::Machine,
+    ) -> Result<partition::Partition> {
+        let path = opts
+            .config
+            .clone()
+            .unwrap_or_else(|| partition::DEFAULT.into());
+        partition::load(&path, machine, &self.payloads, true)
+    }
 }
 
 pub fn build_all(opts: &BuildOpts) -> Result<Artifacts> {
     let hypervisor = hv::build()?;
     let payloads = guest::build(opts)?;
-    let iso = iso::build(&hypervisor, &payloads)?;
     Ok(Artifacts {
         hypervisor,
         payloads,
-        iso,
     })
 }

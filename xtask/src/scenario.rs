@@ -22,7 +22,7 @@
 
 use crate::emulator::{self, Accel, Boot, Capture, Console, Kind, Outcome};
 use crate::util::{out_dir, root, Step};
-use crate::{iso, Artifacts, BuildOpts};
+use crate::{iso, partition, Artifacts, BuildOpts};
 use anyhow::{bail, Context, Result};
 use regex::Regex;
 use serde::Deserialize;
@@ -87,6 +87,14 @@ pub struct Scenario {
     /// Command line for the hypervisor (e.g. "selftest").
     #[serde(default)]
     pub hv_cmdline: Option<String>,
+    /// Partition configuration, from the repository root (default:
+    /// config/default.toml).
+    #[serde(default)]
+    pub config: Option<PathBuf>,
+    /// Hand the configuration to the hypervisor without xtask's checks, to
+    /// test that the hypervisor refuses what xtask would have.
+    #[serde(default)]
+    pub unchecked_config: bool,
 }
 
 fn one() -> u32 {
@@ -297,9 +305,18 @@ fn load(dir: &Path) -> Result<Vec<(String, Result<Checked>)>> {
 fn boot_for(c: &Checked, a: &Artifacts) -> Result<Boot> {
     let s = &c.s;
     let hv_cmdline = s.hv_cmdline.as_deref().unwrap_or(iso::HV_CMDLINE);
+    let machine = partition::Machine {
+        cpus: s.cpus,
+        megs: s.megs.unwrap_or(emulator::DEFAULT_MEGS),
+    };
+    let config = s
+        .config
+        .clone()
+        .unwrap_or_else(|| partition::DEFAULT.into());
+    let part = partition::load(&config, machine, &a.payloads, !s.unchecked_config)?;
     let kind = match s.boot {
         BootKind::BochsIso => Kind::BochsIso {
-            iso: iso::build_with(&a.hypervisor, &a.payloads, hv_cmdline)?,
+            iso: iso::build_with(&a.hypervisor, &part, hv_cmdline)?,
             cpu_model: s
                 .cpu_model
                 .clone()
@@ -310,7 +327,7 @@ fn boot_for(c: &Checked, a: &Artifacts) -> Result<Boot> {
             cpu_model: s.cpu_model.clone(),
             hypervisor: a.hypervisor.clone(),
             cmdline: hv_cmdline.to_string(),
-            modules: iso::modules(&a.payloads),
+            modules: partition::modules(&part)?,
         },
         BootKind::QemuTcgLinux => Kind::QemuLinux {
             accel: Accel::Tcg,
@@ -416,6 +433,7 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
         if built.as_ref().is_none_or(|(o, _)| *o != s.overlay) {
             let opts = BuildOpts {
                 overlay: s.overlay.as_ref().map(|o| root().join(o)),
+                config: None,
             };
             let a = crate::build_all(&opts).map_err(|e| format!("{e:#}"));
             built = Some((s.overlay.clone(), a));

@@ -47,6 +47,37 @@ enum TimerMode {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RefusedIpi {
     pub icr: u64,
+    /// Whether the APIC was in x2APIC mode (where the destination lies).
+    pub x2apic: bool,
+}
+
+impl core::fmt::Display for RefusedIpi {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        let mode = match (self.icr >> 8) & 7 {
+            0 => "fixed",
+            1 => "lowest-priority",
+            2 => "SMI",
+            4 => "NMI",
+            5 => "INIT",
+            6 => "SIPI",
+            _ => "reserved-mode",
+        };
+        write!(f, "{mode} IPI (vector {:#x}) to ", self.icr & 0xFF)?;
+        match (self.icr >> 18) & 3 {
+            0 => {
+                let dest = if self.x2apic {
+                    self.icr >> 32
+                } else {
+                    self.icr >> 56
+                };
+                write!(f, "APIC ID {dest}")?;
+            }
+            1 => write!(f, "self")?,
+            2 => write!(f, "all CPUs")?,
+            _ => write!(f, "all other CPUs")?,
+        }
+        write!(f, " (ICR {:#x})", self.icr)
+    }
 }
 
 #[derive(Clone)]
@@ -360,7 +391,10 @@ impl LocalApic {
         if mode == 0 && to_self {
             self.accept(vector);
         } else {
-            self.refused = Some(RefusedIpi { icr });
+            self.refused = Some(RefusedIpi {
+                icr,
+                x2apic: self.x2apic,
+            });
         }
     }
 
@@ -519,8 +553,31 @@ mod tests {
         assert!(a.refused.is_some(), "other CPU");
         a.refused = None;
         a.write(ICR_LOW, 0x500, 0); // INIT
-        assert!(a.refused.is_some());
-        a.refused = None;
+        assert_eq!(
+            a.refused.take().unwrap().to_string(),
+            "INIT IPI (vector 0x0) to APIC ID 5 (ICR 0x500000000000500)"
+        );
+        a.write(ICR_LOW, 0x699, 0); // SIPI
+        assert!(a
+            .refused
+            .take()
+            .unwrap()
+            .to_string()
+            .starts_with("SIPI IPI (vector 0x99)"));
+        a.write(ICR_LOW, (3 << 18) | 0x400, 0); // NMI to all others
+        assert!(a
+            .refused
+            .take()
+            .unwrap()
+            .to_string()
+            .contains("NMI IPI (vector 0x0) to all other CPUs"));
+        a.write(ICR_LOW, (2 << 18) | 0x43, 0); // fixed to all, self included
+        assert!(a.refused.take().is_some());
+        assert_eq!(
+            a.pending(),
+            Some(0x40),
+            "nothing delivered by the refused ones"
+        );
         a.write(ICR_LOW, (1 << 18) | 0x42, 0); // shorthand self
         assert!(a.refused.is_none());
     }

@@ -4,7 +4,7 @@
 //! does not emulate. vmlink identifies itself in leaf 0x40000000 and gives
 //! the TSC frequency in leaves 0x15/0x16 so that Linux never calibrates.
 
-use vmlink_abi::{CPUID_HV_BASE, CPUID_HV_MAX, CPUID_SIGNATURE};
+use vmlink_abi::{CPUID_HV_BASE, CPUID_HV_INFO, CPUID_HV_MAX, CPUID_SIGNATURE};
 
 #[derive(Clone, Copy, Debug)]
 pub struct CpuidConfig {
@@ -12,6 +12,16 @@ pub struct CpuidConfig {
     pub tsc_hz: u64,
     /// CPUID.1:ECX.OSXSAVE mirrors the guest's CR4.OSXSAVE.
     pub guest_cr4_osxsave: bool,
+    /// Where the partition put this VM, told in leaf 0x40000001.
+    pub placement: Placement,
+}
+
+/// What leaf [`vmlink_abi::CPUID_HV_INFO`] tells a guest about itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub physical_cpu: u32,
+    pub vm_index: u32,
+    pub ram_mib: u32,
 }
 
 impl CpuidConfig {
@@ -20,6 +30,7 @@ impl CpuidConfig {
             apic_id,
             tsc_hz,
             guest_cr4_osxsave: false,
+            placement: Placement::default(),
         }
     }
 }
@@ -142,7 +153,11 @@ pub fn guest_cpuid(
             let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
             [CPUID_HV_MAX, w(0), w(4), w(8)]
         }
-        0x4000_0001..=0x4000_00FF => [0; 4],
+        CPUID_HV_INFO => {
+            let p = cfg.placement;
+            [0, p.physical_cpu, p.vm_index, p.ram_mib]
+        }
+        0x4000_0002..=0x4000_00FF => [0; 4],
         0x8000_0007 => [0, 0, 0, 1 << 8], // invariant TSC only
         l if l >= 0x8000_0000 && l <= host(0x8000_0000, 0)[0] => host(l, sub),
         _ => [0; 4],
@@ -208,6 +223,17 @@ mod tests {
         assert_eq!(q(0x14, 0), [0; 4]);
         assert_eq!(q(0x4000_0005, 0), [0; 4]);
         assert_eq!(q(0x9000_0000, 0), [0; 4]);
+    }
+
+    #[test]
+    fn info_leaf_tells_the_guest_its_placement() {
+        let mut cfg = CpuidConfig::new(0, 1_000_000_000);
+        cfg.placement = Placement {
+            physical_cpu: 1,
+            vm_index: 1,
+            ram_mib: 192,
+        };
+        assert_eq!(guest_cpuid(CPUID_HV_INFO, 0, &host, &cfg), [0, 1, 1, 192]);
     }
 
     #[test]

@@ -5,51 +5,25 @@
 
 use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering};
 
-use crate::arch::x64::vmx::{self, ept::Ept, vcpu};
+use crate::arch::x64::vmx::{self, ept::IdentityTables, vcpu};
 use crate::bootinfo::{BootInfo, Module};
+use crate::channel::Channel;
 use crate::frames::FrameAllocator;
 use crate::guest::{aml, load_linux, AcpiConfig};
 use crate::log;
-use crate::vm::cpuid::CpuidConfig;
+use crate::partition::{module_name, Partition};
+use crate::vm::cpuid::{CpuidConfig, Placement};
 use crate::vmm::platform::{Hidden, Platform};
 use crate::vmm::stats::ExitStats;
-use crate::vmm::Vm;
+use crate::vmm::{memmap, Vm};
 
-pub const MAX_VMS: usize = 8;
-pub const NAMES: [&str; MAX_VMS] = ["vm0", "vm1", "vm2", "vm3", "vm4", "vm5", "vm6", "vm7"];
-const KERNELS: [&str; MAX_VMS] = [
-    "vm0.kernel",
-    "vm1.kernel",
-    "vm2.kernel",
-    "vm3.kernel",
-    "vm4.kernel",
-    "vm5.kernel",
-    "vm6.kernel",
-    "vm7.kernel",
-];
-const INITRDS: [&str; MAX_VMS] = [
-    "vm0.initrd",
-    "vm1.initrd",
-    "vm2.initrd",
-    "vm3.initrd",
-    "vm4.initrd",
-    "vm5.initrd",
-    "vm6.initrd",
-    "vm7.initrd",
-];
-/// Guest RAM until partition configurations set it.
-pub const DEFAULT_RAM: u64 = 256 << 20;
-const CMDLINE: &str = "console=ttyS0 panic=-1 no_timer_check";
+pub const MAX_VMS: usize = vmlink_abi::config::MAX_VMS;
 
 const RUNNING: u8 = 0;
 const CLEAN: u8 = 1;
 const FAILED: u8 = 2;
 static RESULT: [AtomicU8; MAX_VMS] = [const { AtomicU8::new(RUNNING) }; MAX_VMS];
 static FINISHED: AtomicUsize = AtomicUsize::new(0);
-
-pub fn kernel_module(index: usize) -> &'static str {
-    KERNELS[index]
-}
 
 /// Guests that have ended (cleanly or not).
 pub fn finished() -> usize {
@@ -77,17 +51,37 @@ pub fn host_xcr0_mask() -> u64 {
     ((u64::from(r.edx) << 32) | u64::from(r.eax)) & 0b111
 }
 
-/// Runs guest `index` on this CPU until it ends, records how it ended.
+/// Runs VM `index` of the partition on this CPU until it ends, records
+/// how it ended.
 pub fn run(
     index: usize,
+    part: &'static Partition,
+    channel: Option<&'static Channel>,
     boot: &BootInfo,
     frames: &spin::Mutex<Option<FrameAllocator>>,
     tsc_hz: u64,
 ) {
-    let clean = match build(index, boot, frames, tsc_hz) {
+    // VMs 0 and 1 are the channel's sides 0 and 1.
+    let channel = channel.filter(|_| index < 2);
+    let clean = match build(index, part, channel, boot, frames, tsc_hz) {
         Ok(mut vm) => {
+            if let Some(ch) = channel {
+                ch.set_running(index, true);
+            }
             let fate = vm.run();
+            if let Some(ch) = channel {
+                ch.set_running(index, false);
+            }
             log!("{}: {fate}", vm.name);
+            if let Some(ch) = channel {
+                let s = ch.stats(index);
+                log!(
+                    "{}: channel: doorbells rung={} interrupts injected={}",
+                    vm.name,
+                    s.doorbells,
+                    s.interrupts
+                );
+            }
             let mut line = alloc::string::String::new();
             for (kind, n) in vm.stats.nonzero() {
                 use core::fmt::Write;
@@ -97,53 +91,78 @@ pub fn run(
             fate.is_clean()
         }
         Err(e) => {
-            log!("{}: not started: {e}", NAMES[index]);
+            log!("{}: not started: {e}", part.vms()[index].name());
             false
         }
     };
+    finish(index, clean);
+}
+
+/// Records that VM `index` could not start on its CPU.
+pub fn not_started(index: usize, part: &Partition, why: &str) {
+    log!("{}: not started: {why}", part.vms()[index].name());
+    finish(index, false);
+}
+
+fn finish(index: usize, clean: bool) {
     RESULT[index].store(if clean { CLEAN } else { FAILED }, Ordering::SeqCst);
     FINISHED.fetch_add(1, Ordering::SeqCst);
 }
 
 fn build(
     index: usize,
+    part: &'static Partition,
+    channel: Option<&'static Channel>,
     boot: &BootInfo,
     frames: &spin::Mutex<Option<FrameAllocator>>,
     tsc_hz: u64,
 ) -> Result<Vm<vcpu::VmxVcpu>, alloc::string::String> {
     use alloc::format;
-    let name = NAMES[index];
+    let entry = &part.vms()[index];
+    let name = entry.name();
+    let ram_bytes = u64::from(entry.ram_mib) << 20;
     let caps = vmx::read_caps();
     let chosen = vcpu::choose_controls(&caps).map_err(|m| format!("{m}"))?;
+    let (mut kbuf, mut ibuf) = ([0u8; 32], [0u8; 32]);
+    let kernel_name = module_name(name, "kernel", &mut kbuf);
+    let initrd_name = module_name(name, "initrd", &mut ibuf);
     let kernel = boot
-        .module(KERNELS[index])
+        .module(kernel_name)
         .map(module_bytes)
-        .ok_or_else(|| format!("no {} module", KERNELS[index]))?;
-    let initrd = boot.module(INITRDS[index]).map(module_bytes).unwrap_or(&[]);
+        .ok_or_else(|| format!("no {kernel_name} module"))?;
+    let initrd = boot.module(initrd_name).map(module_bytes).unwrap_or(&[]);
     let mut guard = frames.lock();
     let frames = guard.as_mut().ok_or("no frame allocator")?;
     vcpu::vmxon(frames, &caps)?;
-    let hpa = frames.alloc(DEFAULT_RAM, 2 << 20).ok_or_else(|| {
+    let hpa = frames.alloc(ram_bytes, 2 << 20).ok_or_else(|| {
         format!(
-            "{} MiB of guest RAM do not fit in the {} MiB left",
-            DEFAULT_RAM >> 20,
+            "ram_mib: {} MiB of guest RAM do not fit in the {} MiB left",
+            entry.ram_mib,
             frames.free_bytes() >> 20
         )
     })?;
     // SAFETY: a fresh block from the frame allocator, identity-mapped, used
     // only as this guest's RAM from now on.
-    let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, DEFAULT_RAM as usize) };
+    let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, ram_bytes as usize) };
     ram.fill(0);
+    // With a channel, the DSDT's PCI root bridge has the channel's BAR in
+    // its window: Linux finds bus 0 through it (it does no legacy scan
+    // when ACPI is on) and keeps the BAR where the EPT maps the region.
+    let window = channel.map(|c| aml::PciWindow {
+        start: memmap::CHANNEL_GPA,
+        len: c.layout().region_size,
+    });
+    let dsdt = aml::dsdt_body(window);
     let acpi = AcpiConfig {
-        dsdt_aml: aml::DSDT_BODY,
+        dsdt_aml: &dsdt,
         ..AcpiConfig::single_cpu(0)
     };
     // The guest learns its name from its command line.
-    let cmdline = format!("{CMDLINE} vmlink.name={name}");
+    let cmdline = format!("{} vmlink.name={name}", entry.cmdline());
     let linux = load_linux(ram, kernel, initrd, &cmdline, &acpi)
-        .map_err(|e| format!("{}: {e}", KERNELS[index]))?;
-    let mut ept = Ept::new(frames).ok_or("no memory for EPT")?;
-    ept.map(frames, 0, hpa, DEFAULT_RAM, chosen.ept_1g, chosen.ept_2m)
+        .map_err(|e| format!("{kernel_name}: {e}"))?;
+    let runs = memmap::plan(hpa, ram_bytes, channel.map(|c| (&c.frames, index)));
+    let ept = memmap::build(&mut IdentityTables(frames), &runs, chosen.page_sizes())
         .ok_or("no memory for EPT")?;
     let state = vcpu::BootState {
         rip: linux.entry_rip,
@@ -170,11 +189,22 @@ fn build(
         xsaves: true,
         xcr0_mask: host_xcr0_mask(),
     };
-    let mut platform = Platform::new(ram, 0, tsc_hz, CpuidConfig::new(0, tsc_hz), hidden);
+    let mut cpuid = CpuidConfig::new(0, tsc_hz);
+    cpuid.placement = Placement {
+        physical_cpu: part.cpu_of(index) as u32,
+        vm_index: index as u32,
+        ram_mib: entry.ram_mib,
+    };
+    let mut platform = Platform::new(ram, 0, tsc_hz, cpuid, hidden);
     platform.console_input = index == 0;
+    platform.vm_name = name;
+    if let Some(ch) = channel {
+        platform.attach_channel(ch, index);
+    }
     log!(
-        "{name}: {} MiB RAM at host {:#x}, TSC {} kHz, Linux entry {:#x}",
-        DEFAULT_RAM >> 20,
+        "{name}: CPU {}, {} MiB RAM at host {:#x}, TSC {} kHz, Linux entry {:#x}",
+        part.cpu_of(index),
+        entry.ram_mib,
         hpa,
         tsc_hz / 1000,
         linux.entry_rip

@@ -2,13 +2,15 @@
 //! is answered here with the CPUID/MSR policies (`vm/`) and the device
 //! models (`devices/`); what a guest may not do stops that guest alone.
 
+pub mod hypercall;
 pub mod launch;
+pub mod memmap;
 pub mod platform;
 pub mod stats;
 
 use core::fmt::Write;
 
-use crate::vcpu::{Vcpu, VmExit, RAX, RBX, RCX, RDX};
+use crate::vcpu::{Vcpu, VmExit, RAX, RBX, RCX, RDI, RDX, RSI};
 use platform::Platform;
 use stats::ExitStats;
 
@@ -156,6 +158,13 @@ impl<V: Vcpu> Vm<V> {
                 write,
                 exec,
             } => {
+                if let Some(off) = self.platform.channel_offset(gpa) {
+                    let rip = self.vcpu.rip();
+                    return Some(self.stop(format_args!(
+                        "{} channel offset {off:#x} (gpa={gpa:#x}), which it may only read, at rip={rip:#x}",
+                        if exec { "executed" } else { "wrote to" },
+                    )));
+                }
                 if exec || !self.platform.is_mmio(gpa) {
                     let rip = self.vcpu.rip();
                     return Some(self.stop(format_args!(
@@ -180,7 +189,12 @@ impl<V: Vcpu> Vm<V> {
                 }
             }
             VmExit::Hypercall => {
-                let r = hypercall(self.vcpu.gpr(RAX));
+                let call = hypercall::Call {
+                    nr: self.vcpu.gpr(RAX),
+                    args: [self.vcpu.gpr(RDI), self.vcpu.gpr(RSI), self.vcpu.gpr(RDX)],
+                    cpl: self.vcpu.cpl(),
+                };
+                let r = hypercall::dispatch(call, self.platform.channel_ops());
                 self.vcpu.set_gpr(RAX, r as u64);
                 self.vcpu.skip_instruction();
             }
@@ -209,7 +223,7 @@ impl<V: Vcpu> Vm<V> {
             let now = self.vcpu.now();
             self.platform.poll_input();
             self.platform.poll(now);
-            if self.platform.pending_interrupt().is_some() {
+            if self.platform.pending_interrupt().is_some() || self.platform.channel_pending() {
                 return None;
             }
             if !self.vcpu.interrupts_enabled() && self.platform.next_deadline().is_none() {
@@ -230,14 +244,6 @@ impl<V: Vcpu> Vm<V> {
     }
 }
 
-/// Answers a hypercall; unknown numbers get an error code, never a crash.
-pub fn hypercall(nr: u64) -> i64 {
-    match nr {
-        vmlink_abi::hypercall::VERSION => i64::from(vmlink_abi::ABI_VERSION),
-        _ => vmlink_abi::HC_ERR_UNKNOWN,
-    }
-}
-
 /// XSETBV rules (SDM vol. 1, 13.3): XCR0 only, x87 always on, AVX needs
 /// SSE, and nothing the host does not support.
 pub fn xcr_valid(xcr: u32, value: u64, supported: u64) -> bool {
@@ -247,13 +253,6 @@ pub fn xcr_valid(xcr: u32, value: u64, supported: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hypercalls() {
-        assert_eq!(hypercall(0), i64::from(vmlink_abi::ABI_VERSION));
-        assert_eq!(hypercall(12345), vmlink_abi::HC_ERR_UNKNOWN);
-        assert_eq!(hypercall(u64::MAX), vmlink_abi::HC_ERR_UNKNOWN);
-    }
 
     #[test]
     fn xsetbv_rules() {

@@ -5,9 +5,13 @@
 use alloc::string::String;
 
 use super::Fate;
+use crate::channel::Channel;
+use crate::devices::pci::{ChannelFunction, PciBus};
 use crate::devices::{ioapic::IoApic, lapic::LocalApic, uart::Uart};
 use crate::vcpu::{PagingMode, Vcpu};
 use crate::vm::{cpuid, decode, msr};
+use crate::vmm::hypercall::ChannelOps;
+use crate::vmm::memmap::CHANNEL_GPA;
 
 pub const APIC_BASE: u64 = 0xFEE0_0000;
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
@@ -49,6 +53,8 @@ pub struct Platform {
     hidden: Hidden,
     /// Whether this guest receives what is typed on the console.
     pub console_input: bool,
+    /// The VM's name, for what the hypervisor logs about it.
+    pub vm_name: &'static str,
     ram: &'static mut [u8],
     lapic: LocalApic,
     ioapic: IoApic,
@@ -57,6 +63,9 @@ pub struct Platform {
     cpuid: cpuid::CpuidConfig,
     uart_irq: bool,
     line: String,
+    pci: PciBus,
+    /// The channel and which side of it this VM is.
+    channel: Option<(&'static Channel, usize)>,
 }
 
 impl Platform {
@@ -70,6 +79,7 @@ impl Platform {
         Platform {
             hidden,
             console_input: true,
+            vm_name: "guest",
             ram,
             lapic: LocalApic::new(apic_id, tsc_hz),
             ioapic: IoApic::new(),
@@ -78,7 +88,33 @@ impl Platform {
             cpuid,
             uart_irq: false,
             line: String::new(),
+            pci: PciBus::new(None),
+            channel: None,
         }
+    }
+
+    /// Gives this VM `side` of `channel`: the PCI device with the BAR where
+    /// the EPT maps the region.
+    pub fn attach_channel(&mut self, channel: &'static Channel, side: usize) {
+        let size = channel.layout().region_size;
+        self.pci = PciBus::new(Some(ChannelFunction::new(CHANNEL_GPA, size)));
+        self.channel = Some((channel, side));
+    }
+
+    pub fn channel_ops(&self) -> Option<(&dyn ChannelOps, usize)> {
+        self.channel.map(|(c, s)| (c as &dyn ChannelOps, s))
+    }
+
+    /// The offset into the channel region of `gpa`, if it lies there.
+    pub fn channel_offset(&self, gpa: u64) -> Option<u64> {
+        let (ch, _) = self.channel?;
+        let off = gpa.checked_sub(CHANNEL_GPA)?;
+        (off < ch.layout().region_size).then_some(off)
+    }
+
+    /// Whether a channel notification waits (the idle loop's question).
+    pub fn channel_pending(&self) -> bool {
+        self.channel.is_some_and(|(c, s)| c.is_pending(s))
     }
 
     /// Hands console input to the guest's UART. Called while the guest
@@ -102,6 +138,16 @@ impl Platform {
             }
         }
         self.uart_irq = level;
+        if let Some((ch, side)) = self.channel {
+            if ch.take_pending(side) {
+                // Before the driver enabled MSI there is no one to tell; it
+                // reads the header when it starts.
+                if let Some(v) = self.pci.channel.as_ref().and_then(|f| f.msi_vector()) {
+                    self.lapic.accept(v);
+                    ch.injected(side);
+                }
+            }
+        }
     }
 
     pub fn pending_interrupt(&self) -> Option<u8> {
@@ -147,7 +193,10 @@ impl Platform {
 
     fn gp_once(&mut self, msr_index: u32) {
         if self.msrs.first_fault(msr_index) {
-            crate::log!("guest: #GP for MSR {msr_index:#x} (not emulated; logged once)");
+            crate::log!(
+                "{}: #GP for MSR {msr_index:#x} (not emulated; logged once)",
+                self.vm_name
+            );
         }
     }
 
@@ -158,14 +207,15 @@ impl Platform {
         }
         if let Some(r) = self.lapic.refused.take() {
             crate::log!(
-                "guest: IPI refused (ICR {:#x}): a guest may only interrupt itself",
-                r.icr
+                "{}: {r} refused: a guest may only interrupt its own CPU",
+                self.vm_name
             );
         }
     }
 
     pub fn io_in(&mut self, port: u16, size: u8) -> u32 {
         match port {
+            p if PciBus::handles(p) => self.pci.io_in(port, size),
             COM1..=0x3FF if size == 1 => u32::from(self.uart.io_read((port - COM1) as u8)),
             _ => u32::MAX,
         }
@@ -173,9 +223,18 @@ impl Platform {
 
     pub fn io_out(&mut self, port: u16, size: u8, value: u32) -> Option<Fate> {
         match port {
+            RESET_CONTROL_PORT if size == 1 && value & 0x4 != 0 => return Some(Fate::Reset),
+            p if PciBus::handles(p) => {
+                self.pci.io_out(port, size, value);
+                if let Some(to) = self.pci.channel.as_mut().and_then(|f| f.moved.take()) {
+                    crate::log!(
+                        "{}: the channel BAR stays at {CHANNEL_GPA:#x} (guest wrote {to:#x})",
+                        self.vm_name
+                    );
+                }
+            }
             COM1..=0x3FF if size == 1 => self.uart.io_write((port - COM1) as u8, value as u8),
             SLEEP_CONTROL_PORT if value & (1 << 5) != 0 => return Some(Fate::PoweredOff),
-            RESET_CONTROL_PORT if value & 0x4 != 0 => return Some(Fate::Reset),
             0x64 if value == 0xFE => return Some(Fate::Reset),
             _ => {}
         }

@@ -14,9 +14,11 @@ const BUSYBOX: [&str; 2] = ["/bin/busybox", "/usr/bin/busybox"];
 pub const BASE: &str = "guest/initramfs";
 /// Where /init loads the driver from.
 pub const DRIVER_PATH: &str = "lib/modules/vmlink_net.ko";
+/// The guest tools (guest/tools).
+pub const TOOLS_PATH: &str = "bin/vmlink-guest";
 
 /// `overlay` is a folder [`find_overlay`] returned.
-pub fn build(driver: &Path, overlay: Option<&Path>) -> Result<PathBuf> {
+pub fn build(driver: &Path, tools: &Path, overlay: Option<&Path>) -> Result<PathBuf> {
     let _s = Step::new("build initramfs");
     let busybox = BUSYBOX
         .into_iter()
@@ -34,6 +36,7 @@ pub fn build(driver: &Path, overlay: Option<&Path>) -> Result<PathBuf> {
         std::fs::read(busybox)?,
         &String::from_utf8_lossy(&applets.stdout),
         std::fs::read(driver).with_context(|| driver.display().to_string())?,
+        std::fs::read(tools).with_context(|| tools.display().to_string())?,
         &root().join(BASE),
         overlay,
     )?;
@@ -66,6 +69,7 @@ pub fn assemble(
     busybox: Vec<u8>,
     applet_list: &str,
     driver: Vec<u8>,
+    tools: Vec<u8>,
     base: &Path,
     overlay: Option<&Path>,
 ) -> Result<Archive> {
@@ -119,6 +123,13 @@ pub fn assemble(
             data: driver,
         },
     )?;
+    a.insert(
+        TOOLS_PATH,
+        Node::File {
+            mode: 0o755,
+            data: tools,
+        },
+    )?;
     a.add_host_tree(base, "")
         .with_context(|| format!("initramfs base tree {}", base.display()))?;
     // Executable whatever the checkout did to the file mode.
@@ -159,6 +170,7 @@ mod tests {
             b"BB".to_vec(),
             "bin/busybox\nbin/sh\nsbin/insmod\nusr/bin/setsid\n",
             b"KO".to_vec(),
+            b"TOOLS".to_vec(),
             &root().join(BASE),
             Some(&overlay),
         )

@@ -12,7 +12,7 @@ use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 /// The Debian package version the project is pinned to.
-pub const PINNED_VERSION: &str = "6.1.192-2";
+pub const PINNED_VERSION: &str = "6.1.192-3";
 const PACKAGE: &str = "linux-source-6.1";
 const TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 const FRAGMENT: &str = "guest/kernel.config";

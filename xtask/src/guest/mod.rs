@@ -30,7 +30,8 @@ pub fn build(opts: &BuildOpts) -> Result<Payloads> {
     abi_header::write()?;
     let k = kernel::build()?;
     let driver = build_driver(&k.tree)?;
-    let initramfs = initramfs::build(&driver, overlay.as_deref())?;
+    let tools = build_tools()?;
+    let initramfs = initramfs::build(&driver, &tools, overlay.as_deref())?;
     let kernel = out_dir().join("bzImage");
     std::fs::copy(k.tree.join("arch/x86/boot/bzImage"), &kernel).context("copy bzImage")?;
     Ok(Payloads {
@@ -39,6 +40,26 @@ pub fn build(opts: &BuildOpts) -> Result<Payloads> {
         driver,
         kernel_version: k.release,
     })
+}
+
+/// Builds guest/tools (`vmlink-guest`) as a static executable for the
+/// initramfs: the host's target with a static C runtime, stripped, in a
+/// target folder of its own so host builds keep their flags.
+fn build_tools() -> Result<PathBuf> {
+    let _s = Step::new("build guest tools");
+    const TARGET: &str = "x86_64-unknown-linux-gnu";
+    let dir = root().join("target/guest-tools");
+    run(Command::new(env!("CARGO"))
+        .current_dir(root())
+        .env(
+            "RUSTFLAGS",
+            "-C target-feature=+crt-static -C strip=symbols",
+        )
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .args(["build", "--release", "--quiet", "-p", "vmlink-guest-tools"])
+        .args(["--target", TARGET, "--target-dir"])
+        .arg(&dir))?;
+    Ok(dir.join(TARGET).join("release/vmlink-guest"))
 }
 
 /// Builds guest-driver/ out of tree against the cached kernel (through its

@@ -88,3 +88,14 @@ pub unsafe fn start_ap(apic: &LocalApic, tramp_len: usize, ap: &ApStart) -> bool
     }
     false
 }
+
+/// Vector of the IPI that makes another CPU leave its guest so that it
+/// looks at what the channel has for it. It never reaches the IDT: the
+/// hypervisor runs with interrupts off, and in a guest the CPU exits and
+/// acknowledges it ("acknowledge interrupt on exit").
+pub const KICK_VECTOR: u8 = 0xF2;
+
+/// Sends the kick IPI to the CPU with `apic_id`.
+pub fn kick(apic_id: u32) {
+    LocalApic::this_cpu().send_ipi(apic_id, u32::from(KICK_VECTOR) | ICR_LEVEL_ASSERT);
+}

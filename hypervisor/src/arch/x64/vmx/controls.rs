@@ -62,6 +62,15 @@ pub struct Chosen {
     pub ept_1g: bool,
 }
 
+impl Chosen {
+    pub fn page_sizes(&self) -> super::ept::PageSizes {
+        super::ept::PageSizes {
+            gib: self.ept_1g,
+            mib2: self.ept_2m,
+        }
+    }
+}
+
 /// A required VT-x feature the CPU lacks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Missing(pub &'static str);

@@ -571,6 +571,11 @@ impl Vcpu for VmxVcpu {
         vmcs::read(guest::RIP)
     }
 
+    fn cpl(&self) -> u8 {
+        // SS.DPL is the CPL (SDM vol. 3, 24.4.1).
+        ((vmcs::read(guest::SS_ACCESS_RIGHTS) >> 5) & 3) as u8
+    }
+
     fn skip_instruction(&mut self) {
         self.advance_rip(self.exit_instruction_len);
     }

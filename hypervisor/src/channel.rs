@@ -1,0 +1,247 @@
+//! The inter-VM channel as the hypervisor keeps it: the region's frames,
+//! each side's state (VM running, driver attached), pending notifications
+//! and counters. Shared by the two CPUs that run the channel's VMs, so all
+//! of it is atomics; the guests see the state only through their
+//! read-only header page, which only this module writes.
+//!
+//! A notification for a side is a flag plus a kick (a physical IPI to the
+//! side's CPU): the IPI makes that CPU leave its guest (or wakes it from
+//! its idle loop), and its exit loop turns the flag into the MSI vector the
+//! guest's driver programmed.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use crate::vmm::memmap::ChannelFrames;
+use vmlink_abi::channel::{peer_state, Header, Layout, PAGE};
+use vmlink_abi::HC_ERR_PEER_DOWN;
+
+#[derive(Default)]
+struct Side {
+    running: AtomicBool,
+    attached: AtomicBool,
+    /// A notification waits for this side's guest.
+    pending: AtomicBool,
+    /// Generation of this side's header state word.
+    gen: AtomicU32,
+    doorbells: AtomicU64,
+    interrupts: AtomicU64,
+}
+
+/// What a side's counters say.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SideStats {
+    pub doorbells: u64,
+    pub interrupts: u64,
+}
+
+pub struct Channel {
+    pub frames: ChannelFrames,
+    /// Physical CPU index of each side.
+    cpus: [usize; 2],
+    kick: fn(usize),
+    sides: [Side; 2],
+}
+
+impl Channel {
+    /// Takes the frames the boot CPU allocated, zeroes the region and writes
+    /// both header pages.
+    ///
+    /// # Safety
+    /// `frames` must describe memory this hypervisor owns, reachable at
+    /// those addresses (identity map), used by nothing else: the region of
+    /// `frames.layout.region_size` bytes and the two header pages.
+    pub unsafe fn new(frames: ChannelFrames, cpus: [usize; 2], kick: fn(usize)) -> Channel {
+        // SAFETY: the caller hands over the region and header pages.
+        unsafe {
+            core::ptr::write_bytes(
+                frames.region_hpa as *mut u8,
+                0,
+                frames.layout.region_size as usize,
+            );
+            for hpa in frames.header_hpa {
+                core::ptr::write_bytes(hpa as *mut u8, 0, PAGE as usize);
+            }
+        }
+        let ch = Channel {
+            frames,
+            cpus,
+            kick,
+            sides: Default::default(),
+        };
+        for side in 0..2 {
+            let h = frames.layout.header(side as u32, 0, 0);
+            // SAFETY: the header page belongs to this channel (above); a
+            // Header fits in a page and the page is page-aligned.
+            unsafe { core::ptr::write_volatile(frames.header_hpa[side] as *mut Header, h) };
+        }
+        ch
+    }
+
+    pub fn layout(&self) -> &Layout {
+        &self.frames.layout
+    }
+
+    /// The state word of `side`'s header: what `side` sees of its peer.
+    fn state_word(&self, side: usize) -> &AtomicU32 {
+        let at = self.frames.header_hpa[side] + core::mem::offset_of!(Header, peer_state) as u64;
+        // SAFETY: inside the header page this channel owns (see `new`),
+        // 4-byte aligned (Header is repr(C) with an 8-byte alignment and
+        // the field at a multiple of 4); guests map it read-only, so only
+        // this module writes it, and only through atomics.
+        unsafe { &*(at as *const AtomicU32) }
+    }
+
+    fn gen_word(&self, side: usize) -> &AtomicU32 {
+        let at = self.frames.header_hpa[side] + core::mem::offset_of!(Header, state_gen) as u64;
+        // SAFETY: as in `state_word`.
+        unsafe { &*(at as *const AtomicU32) }
+    }
+
+    /// Rewrites what `side` sees of its peer and tells it.
+    fn publish_peer_state(&self, side: usize) {
+        let peer = &self.sides[1 - side];
+        let mut word = 0;
+        if peer.running.load(Ordering::SeqCst) {
+            word |= peer_state::RUNNING;
+        }
+        if peer.attached.load(Ordering::SeqCst) {
+            word |= peer_state::ATTACHED;
+        }
+        self.state_word(side).store(word, Ordering::SeqCst);
+        let gen = self.sides[side].gen.fetch_add(1, Ordering::SeqCst) + 1;
+        self.gen_word(side).store(gen, Ordering::SeqCst);
+        self.notify(side);
+    }
+
+    fn notify(&self, side: usize) {
+        self.sides[side].pending.store(true, Ordering::SeqCst);
+        (self.kick)(self.cpus[side]);
+    }
+
+    /// The VM on `side` starts or stops running. A stopped VM's driver is
+    /// gone too: the peer reclaims its buffers.
+    pub fn set_running(&self, side: usize, running: bool) {
+        self.sides[side].running.store(running, Ordering::SeqCst);
+        if !running {
+            self.sides[side].attached.store(false, Ordering::SeqCst);
+        }
+        self.publish_peer_state(1 - side);
+    }
+
+    /// Hypercall CHANNEL_ATTACH / CHANNEL_DETACH from `side`'s driver.
+    pub fn set_attached(&self, side: usize, attached: bool) -> i64 {
+        self.sides[side].attached.store(attached, Ordering::SeqCst);
+        self.publish_peer_state(1 - side);
+        0
+    }
+
+    /// Hypercall DOORBELL from `side`.
+    pub fn doorbell(&self, side: usize) -> i64 {
+        let peer = &self.sides[1 - side];
+        if !peer.running.load(Ordering::SeqCst) || !peer.attached.load(Ordering::SeqCst) {
+            return HC_ERR_PEER_DOWN;
+        }
+        self.sides[side].doorbells.fetch_add(1, Ordering::Relaxed);
+        self.notify(1 - side);
+        0
+    }
+
+    /// Whether a notification waits for `side`; clears it.
+    pub fn take_pending(&self, side: usize) -> bool {
+        self.sides[side].pending.swap(false, Ordering::SeqCst)
+    }
+
+    /// Whether a notification waits for `side`, without clearing it (for
+    /// the idle loop).
+    pub fn is_pending(&self, side: usize) -> bool {
+        self.sides[side].pending.load(Ordering::SeqCst)
+    }
+
+    /// Counts an interrupt injected into `side`'s guest.
+    pub fn injected(&self, side: usize) {
+        self.sides[side].interrupts.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn stats(&self, side: usize) -> SideStats {
+        SideStats {
+            doorbells: self.sides[side].doorbells.load(Ordering::Relaxed),
+            interrupts: self.sides[side].interrupts.load(Ordering::Relaxed),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    static KICKS: Mutex<Vec<usize>> = Mutex::new(Vec::new());
+
+    fn kick(cpu: usize) {
+        KICKS.lock().unwrap().push(cpu);
+    }
+
+    /// Page-aligned memory standing in for host frames (on the host the
+    /// "identity map" is the process's own address space).
+    fn pages(n: usize) -> u64 {
+        let layout = std::alloc::Layout::from_size_align(n * PAGE as usize, PAGE as usize).unwrap();
+        // SAFETY: non-zero size; leaked on purpose (the channel lives for
+        // the test).
+        let p = unsafe { std::alloc::alloc(layout) };
+        assert!(!p.is_null());
+        p as u64
+    }
+
+    fn header(hpa: u64) -> Header {
+        // SAFETY: a page from `pages`, written by Channel.
+        unsafe { core::ptr::read_volatile(hpa as *const Header) }
+    }
+
+    #[test]
+    fn state_changes_reach_the_peer_header_and_kick_its_cpu() {
+        let layout = Layout::new(1 << 20, 0).unwrap();
+        let region = pages(256);
+        // SAFETY: garbage first, to see that `new` zeroes.
+        unsafe { core::ptr::write_bytes(region as *mut u8, 0xAB, 1 << 20) };
+        let frames = ChannelFrames {
+            layout,
+            region_hpa: region,
+            header_hpa: [pages(1), pages(1)],
+        };
+        // SAFETY: the memory above is this test's.
+        let ch = unsafe { Channel::new(frames, [4, 7], kick) };
+        // SAFETY: as above.
+        let bytes = unsafe { core::slice::from_raw_parts(region as *const u8, 1 << 20) };
+        assert!(bytes.iter().all(|&b| b == 0));
+        for side in 0..2 {
+            let h = header(frames.header_hpa[side]);
+            assert_eq!(h.side, side as u32);
+            assert_eq!(h.magic, vmlink_abi::channel::MAGIC);
+            assert_eq!((h.peer_state, h.state_gen), (0, 0));
+        }
+        KICKS.lock().unwrap().clear();
+        // vm1 not up yet: the doorbell says so and kicks nobody.
+        ch.set_running(0, true);
+        assert_eq!(ch.doorbell(0), HC_ERR_PEER_DOWN);
+        let h1 = header(frames.header_hpa[1]);
+        assert_eq!((h1.peer_state, h1.state_gen), (peer_state::RUNNING, 1));
+        assert_eq!(*KICKS.lock().unwrap(), vec![7]);
+        assert!(ch.take_pending(1) && !ch.take_pending(1));
+        ch.set_running(1, true);
+        assert_eq!(ch.set_attached(1, true), 0);
+        let h0 = header(frames.header_hpa[0]);
+        assert_eq!(h0.peer_state, peer_state::RUNNING | peer_state::ATTACHED);
+        assert_eq!(h0.state_gen, 2);
+        assert_eq!(ch.doorbell(0), 0);
+        assert!(ch.is_pending(1));
+        assert_eq!(ch.stats(0).doorbells, 1);
+        // vm1 stops: vm0 sees it gone, driver included.
+        ch.set_running(1, false);
+        let h0 = header(frames.header_hpa[0]);
+        assert_eq!((h0.peer_state, h0.state_gen), (0, 3));
+        assert_eq!(ch.doorbell(0), HC_ERR_PEER_DOWN);
+        // The rest of the header is untouched by state changes.
+        assert_eq!(h0.region_size, 1 << 20);
+        assert_eq!(h0.side, 0);
+    }
+}
