@@ -12,8 +12,8 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::vmm::memmap::ChannelFrames;
-use vmlink_abi::channel::{peer_state, Header, Layout, PAGE};
-use vmlink_abi::HC_ERR_PEER_DOWN;
+use vmlink_abi::channel::{peer_state, Control, Desc, Header, Layout, BUFFER_SIZE, PAGE};
+use vmlink_abi::{HC_ERR_INVALID, HC_ERR_PEER_DOWN};
 
 #[derive(Default)]
 struct Side {
@@ -25,6 +25,7 @@ struct Side {
     gen: AtomicU32,
     doorbells: AtomicU64,
     interrupts: AtomicU64,
+    mediated: AtomicU64,
 }
 
 /// What a side's counters say.
@@ -32,6 +33,7 @@ struct Side {
 pub struct SideStats {
     pub doorbells: u64,
     pub interrupts: u64,
+    pub mediated: u64,
 }
 
 pub struct Channel {
@@ -114,8 +116,12 @@ impl Channel {
     }
 
     fn notify(&self, side: usize) {
-        self.sides[side].pending.store(true, Ordering::SeqCst);
-        (self.kick)(self.cpus[side]);
+        // A kick is already on its way while the flag is set (the side
+        // clears it before it injects): one IPI per notification taken,
+        // however fast a peer rings.
+        if !self.sides[side].pending.swap(true, Ordering::SeqCst) {
+            (self.kick)(self.cpus[side]);
+        }
     }
 
     /// The VM on `side` starts or stops running. A stopped VM's driver is
@@ -146,6 +152,54 @@ impl Channel {
         0
     }
 
+    /// Hypercall MEDIATED_SEND from `side`: copies `frame` (already taken
+    /// from the caller's RAM) into buffer `buf` of the caller's section,
+    /// publishes a descriptor for it and interrupts the peer.
+    pub fn mediated_send(&self, side: usize, frame: &[u8], buf: u64) -> i64 {
+        let l = &self.frames.layout;
+        if frame.is_empty()
+            || frame.len() > BUFFER_SIZE as usize
+            || buf >= u64::from(l.buffer_count)
+        {
+            return HC_ERR_INVALID;
+        }
+        let peer = &self.sides[1 - side];
+        if !peer.running.load(Ordering::SeqCst) || !peer.attached.load(Ordering::SeqCst) {
+            return HC_ERR_PEER_DOWN;
+        }
+        let section = self.frames.region_hpa + l.section(side);
+        let tx_prod = section + core::mem::offset_of!(Control, tx_prod) as u64;
+        // SAFETY: `tx_prod` lies in the caller's control page inside the
+        // region this channel owns; u32-aligned; the guest writes it too,
+        // so it is only accessed atomically here and any value is fine
+        // (it is used modulo the ring size).
+        let prod = unsafe { &*(tx_prod as *const AtomicU32) };
+        let index = prod.load(Ordering::Acquire);
+        let slot = section
+            + u64::from(l.ring_offset)
+            + u64::from(index % l.ring_entries) * core::mem::size_of::<Desc>() as u64;
+        let dst = section + u64::from(l.buffers_offset) + buf * u64::from(BUFFER_SIZE);
+        let desc = Desc {
+            buf: buf as u32,
+            len: frame.len() as u32,
+            ..Desc::default()
+        };
+        // SAFETY: `buf` < buffer_count and `index % ring_entries` keep both
+        // destinations inside the caller's section of the region (Layout
+        // guarantees the ring and buffers fit). The memory is shared with
+        // guests, which may write it at any time: it holds plain bytes, no
+        // Rust object, and a guest racing its own buffer only spoils its
+        // own frame.
+        unsafe {
+            core::ptr::copy_nonoverlapping(frame.as_ptr(), dst as *mut u8, frame.len());
+            core::ptr::write_volatile(slot as *mut Desc, desc);
+        }
+        prod.store(index.wrapping_add(1), Ordering::Release);
+        self.sides[side].mediated.fetch_add(1, Ordering::Relaxed);
+        self.notify(1 - side);
+        0
+    }
+
     /// Whether a notification waits for `side`; clears it.
     pub fn take_pending(&self, side: usize) -> bool {
         self.sides[side].pending.swap(false, Ordering::SeqCst)
@@ -166,6 +220,7 @@ impl Channel {
         SideStats {
             doorbells: self.sides[side].doorbells.load(Ordering::Relaxed),
             interrupts: self.sides[side].interrupts.load(Ordering::Relaxed),
+            mediated: self.sides[side].mediated.load(Ordering::Relaxed),
         }
     }
 }
@@ -232,14 +287,45 @@ mod tests {
         let h0 = header(frames.header_hpa[0]);
         assert_eq!(h0.peer_state, peer_state::RUNNING | peer_state::ATTACHED);
         assert_eq!(h0.state_gen, 2);
+        KICKS.lock().unwrap().clear();
+        assert_eq!(ch.doorbell(0), 0);
         assert_eq!(ch.doorbell(0), 0);
         assert!(ch.is_pending(1));
-        assert_eq!(ch.stats(0).doorbells, 1);
+        assert_eq!(ch.stats(0).doorbells, 2);
+        // Two doorbells before vm1 looked: one kick.
+        assert_eq!(*KICKS.lock().unwrap(), vec![7]);
+        assert!(ch.take_pending(1));
+        assert_eq!(ch.doorbell(0), 0);
+        assert_eq!(*KICKS.lock().unwrap(), vec![7, 7]);
+        // The mediated path: frame copied into buffer 3 of vm0's section,
+        // descriptor at vm0's tx_prod, which advances; bad input refused.
+        let frame = [0x5Au8; 100];
+        assert_eq!(ch.mediated_send(0, &frame, 3), 0);
+        let sec = region + layout.section(0);
+        // SAFETY: inside the test's region.
+        let (desc, prod, copied) = unsafe {
+            (
+                core::ptr::read_volatile((sec + u64::from(layout.ring_offset)) as *const Desc),
+                core::ptr::read_volatile(sec as *const u32),
+                core::slice::from_raw_parts(
+                    (sec + u64::from(layout.buffers_offset) + 3 * 4096) as *const u8,
+                    101,
+                ),
+            )
+        };
+        assert_eq!((desc.buf, desc.len, desc.flags, prod), (3, 100, 0, 1));
+        assert!(copied[..100].iter().all(|&b| b == 0x5A) && copied[100] == 0);
+        let n = u64::from(layout.buffer_count);
+        assert_eq!(ch.mediated_send(0, &frame, n), HC_ERR_INVALID);
+        assert_eq!(ch.mediated_send(0, &[], 0), HC_ERR_INVALID);
+        assert_eq!(ch.mediated_send(0, &[0; 4097], 0), HC_ERR_INVALID);
+        assert_eq!(ch.stats(0).mediated, 1);
         // vm1 stops: vm0 sees it gone, driver included.
         ch.set_running(1, false);
         let h0 = header(frames.header_hpa[0]);
         assert_eq!((h0.peer_state, h0.state_gen), (0, 3));
         assert_eq!(ch.doorbell(0), HC_ERR_PEER_DOWN);
+        assert_eq!(ch.mediated_send(0, &frame, 0), HC_ERR_PEER_DOWN);
         // The rest of the header is untouched by state changes.
         assert_eq!(h0.region_size, 1 << 20);
         assert_eq!(h0.side, 0);

@@ -54,11 +54,35 @@ pub mod hypercall {
     pub const DOORBELL: u64 = 3;
     /// Hypervisor-mediated send, the "traditional path" the benchmarks
     /// compare against: RDI = guest-physical address of a frame in the
-    /// caller's RAM, RSI = its length. The hypervisor copies it into a free
-    /// buffer of the caller's section and publishes it as if the caller had.
+    /// caller's RAM, RSI = its length (1..=`channel::BUFFER_SIZE`), RDX = a
+    /// free buffer number of the caller's section (the driver keeps its
+    /// buffer accounting). The hypervisor copies the frame into that buffer,
+    /// writes a descriptor (no flags: checksums complete) at the caller's
+    /// `tx_prod`, advances it and interrupts the peer, every time. Returns
+    /// 0, `HC_ERR_INVALID` (frame not in RAM, bad length or buffer) or
+    /// `HC_ERR_PEER_DOWN`.
     pub const MEDIATED_SEND: u64 = 4;
+    /// Reads one of the calling VM's counters (RDI = a `stat::*` number);
+    /// returns it (saturated to i64::MAX), or `HC_ERR_INVALID`.
+    pub const STATS: u64 = 5;
     /// Highest number in use.
-    pub const MAX: u64 = MEDIATED_SEND;
+    pub const MAX: u64 = STATS;
+
+    /// Counters [`STATS`] reads, for the driver's `ethtool -S` and the
+    /// benchmarks' exits-per-packet figures.
+    pub mod stat {
+        /// VM exits of this VM so far.
+        pub const EXITS: u64 = 0;
+        /// Interrupts injected into this VM (all sources).
+        pub const INTERRUPTS: u64 = 1;
+        /// Channel interrupts injected into this VM.
+        pub const CHANNEL_INTERRUPTS: u64 = 2;
+        /// Doorbells this VM rang.
+        pub const DOORBELLS: u64 = 3;
+        /// Frames this VM sent through [`super::MEDIATED_SEND`].
+        pub const MEDIATED_SENDS: u64 = 4;
+        pub const COUNT: u64 = 5;
+    }
 }
 
 /// The peer has no driver attached (or its VM stopped).

@@ -3,7 +3,7 @@
 //! here; a bad call gets an error code in RAX and changes nothing.
 
 use crate::channel::Channel;
-use vmlink_abi::hypercall as nr;
+use vmlink_abi::hypercall::{self as nr, stat};
 use vmlink_abi::{HC_ERR_INVALID, HC_ERR_NO_CHANNEL, HC_ERR_PRIVILEGE, HC_ERR_UNKNOWN};
 
 /// One VMCALL as the guest made it.
@@ -18,6 +18,7 @@ pub struct Call {
 pub trait ChannelOps {
     fn set_attached(&self, side: usize, attached: bool) -> i64;
     fn doorbell(&self, side: usize) -> i64;
+    fn mediated_send(&self, side: usize, frame: &[u8], buf: u64) -> i64;
 }
 
 impl ChannelOps for Channel {
@@ -27,10 +28,22 @@ impl ChannelOps for Channel {
     fn doorbell(&self, side: usize) -> i64 {
         Channel::doorbell(self, side)
     }
+    fn mediated_send(&self, side: usize, frame: &[u8], buf: u64) -> i64 {
+        Channel::mediated_send(self, side, frame, buf)
+    }
 }
 
-/// Answers `call` for a VM on `side` of `channel` (or without one).
-pub fn dispatch(call: Call, channel: Option<(&dyn ChannelOps, usize)>) -> i64 {
+/// What the calling VM has: its RAM (GPA 0 up) for the mediated path's
+/// frames, its counters for STATS, and its side of the channel.
+pub struct Caller<'a> {
+    pub ram: &'a [u8],
+    pub counters: [u64; stat::COUNT as usize],
+    pub channel: Option<(&'a dyn ChannelOps, usize)>,
+}
+
+/// Answers `call` from `caller`.
+pub fn dispatch(call: Call, caller: &Caller) -> i64 {
+    let channel = caller.channel;
     if call.nr > nr::MAX {
         return HC_ERR_UNKNOWN;
     }
@@ -41,15 +54,23 @@ pub fn dispatch(call: Call, channel: Option<(&dyn ChannelOps, usize)>) -> i64 {
     // Every call in this ABI takes fewer than three arguments; the unused
     // ones must be zero so they can be given a meaning later.
     let used = match call.nr {
-        nr::DOORBELL => 1,
-        nr::MEDIATED_SEND => 2,
+        nr::DOORBELL | nr::STATS => 1,
+        nr::MEDIATED_SEND => 3,
         _ => 0,
     };
     if call.args[used..].iter().any(|&a| a != 0) {
         return HC_ERR_INVALID;
     }
-    if call.nr == nr::VERSION {
-        return i64::from(vmlink_abi::ABI_VERSION);
+    match call.nr {
+        nr::VERSION => return i64::from(vmlink_abi::ABI_VERSION),
+        nr::STATS => {
+            return caller
+                .counters
+                .get(call.args[0] as usize)
+                .filter(|_| call.args[0] < stat::COUNT)
+                .map_or(HC_ERR_INVALID, |&v| v.min(i64::MAX as u64) as i64)
+        }
+        _ => {}
     }
     let Some((ch, side)) = channel else {
         return HC_ERR_NO_CHANNEL;
@@ -60,7 +81,16 @@ pub fn dispatch(call: Call, channel: Option<(&dyn ChannelOps, usize)>) -> i64 {
         // One channel per VM: its number is 0.
         nr::DOORBELL if call.args[0] != 0 => HC_ERR_INVALID,
         nr::DOORBELL => ch.doorbell(side),
-        // The mediated path arrives with the benchmarks (issue 6).
+        nr::MEDIATED_SEND => {
+            let [gpa, len, buf] = call.args;
+            let frame = gpa
+                .checked_add(len)
+                .and_then(|end| caller.ram.get(gpa as usize..end as usize));
+            match frame {
+                Some(f) => ch.mediated_send(side, f, buf),
+                None => HC_ERR_INVALID,
+            }
+        }
         _ => HC_ERR_UNKNOWN,
     }
 }
@@ -71,16 +101,21 @@ mod tests {
     use std::cell::RefCell;
 
     #[derive(Default)]
-    struct Recorder(RefCell<Vec<(usize, &'static str)>>);
+    struct Recorder(RefCell<Vec<(usize, String)>>);
 
     impl ChannelOps for Recorder {
         fn set_attached(&self, side: usize, attached: bool) -> i64 {
             let what = if attached { "attach" } else { "detach" };
-            self.0.borrow_mut().push((side, what));
+            self.0.borrow_mut().push((side, what.into()));
             0
         }
         fn doorbell(&self, side: usize) -> i64 {
-            self.0.borrow_mut().push((side, "doorbell"));
+            self.0.borrow_mut().push((side, "doorbell".into()));
+            0
+        }
+        fn mediated_send(&self, side: usize, frame: &[u8], buf: u64) -> i64 {
+            let what = format!("send {:?} into {buf}", frame);
+            self.0.borrow_mut().push((side, what));
             0
         }
     }
@@ -89,64 +124,103 @@ mod tests {
         Call { nr, args, cpl: 0 }
     }
 
+    const RAM: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
+
+    fn caller(r: &Recorder, side: usize) -> Caller<'_> {
+        Caller {
+            ram: &RAM,
+            counters: [100, 20, 3, 4, u64::MAX],
+            channel: Some((r as &dyn ChannelOps, side)),
+        }
+    }
+
     #[test]
     fn good_calls_reach_the_channel() {
         let r = Recorder::default();
-        let ch = Some((&r as &dyn ChannelOps, 1));
+        let c = caller(&r, 1);
         assert_eq!(
-            dispatch(call(nr::VERSION, [0; 3]), ch),
+            dispatch(call(nr::VERSION, [0; 3]), &c),
             i64::from(vmlink_abi::ABI_VERSION)
         );
-        assert_eq!(dispatch(call(nr::CHANNEL_ATTACH, [0; 3]), ch), 0);
-        assert_eq!(dispatch(call(nr::DOORBELL, [0; 3]), ch), 0);
-        assert_eq!(dispatch(call(nr::CHANNEL_DETACH, [0; 3]), ch), 0);
+        assert_eq!(dispatch(call(nr::CHANNEL_ATTACH, [0; 3]), &c), 0);
+        assert_eq!(dispatch(call(nr::DOORBELL, [0; 3]), &c), 0);
+        assert_eq!(dispatch(call(nr::MEDIATED_SEND, [13, 3, 9]), &c), 0);
+        assert_eq!(dispatch(call(nr::CHANNEL_DETACH, [0; 3]), &c), 0);
+        let got: Vec<_> = r.0.borrow().clone();
         assert_eq!(
-            *r.0.borrow(),
-            vec![(1, "attach"), (1, "doorbell"), (1, "detach")]
+            got,
+            vec![
+                (1, "attach".to_string()),
+                (1, "doorbell".to_string()),
+                (1, "send [13, 14, 15] into 9".to_string()),
+                (1, "detach".to_string())
+            ]
+        );
+        assert_eq!(dispatch(call(nr::STATS, [stat::EXITS, 0, 0]), &c), 100);
+        assert_eq!(dispatch(call(nr::STATS, [stat::DOORBELLS, 0, 0]), &c), 4);
+        assert_eq!(
+            dispatch(call(nr::STATS, [stat::MEDIATED_SENDS, 0, 0]), &c),
+            i64::MAX
         );
     }
 
     #[test]
     fn bad_calls_get_an_error_and_change_nothing() {
         let r = Recorder::default();
-        let ch = Some((&r as &dyn ChannelOps, 0));
+        let c = caller(&r, 0);
         for n in [nr::MAX + 1, 12345, u64::MAX] {
-            assert_eq!(dispatch(call(n, [0; 3]), ch), HC_ERR_UNKNOWN);
+            assert_eq!(dispatch(call(n, [0; 3]), &c), HC_ERR_UNKNOWN);
         }
         // Another channel number, stray arguments.
-        assert_eq!(dispatch(call(nr::DOORBELL, [1, 0, 0]), ch), HC_ERR_INVALID);
+        assert_eq!(dispatch(call(nr::DOORBELL, [1, 0, 0]), &c), HC_ERR_INVALID);
         assert_eq!(
-            dispatch(call(nr::DOORBELL, [u64::MAX, 0, 0]), ch),
+            dispatch(call(nr::DOORBELL, [u64::MAX, 0, 0]), &c),
             HC_ERR_INVALID
         );
-        assert_eq!(dispatch(call(nr::DOORBELL, [0, 0, 9]), ch), HC_ERR_INVALID);
+        assert_eq!(dispatch(call(nr::DOORBELL, [0, 0, 9]), &c), HC_ERR_INVALID);
         assert_eq!(
-            dispatch(call(nr::CHANNEL_ATTACH, [0, 1, 0]), ch),
+            dispatch(call(nr::CHANNEL_ATTACH, [0, 1, 0]), &c),
             HC_ERR_INVALID
         );
-        assert_eq!(dispatch(call(nr::VERSION, [7, 0, 0]), ch), HC_ERR_INVALID);
+        assert_eq!(dispatch(call(nr::VERSION, [7, 0, 0]), &c), HC_ERR_INVALID);
+        assert_eq!(dispatch(call(nr::STATS, [0, 1, 0]), &c), HC_ERR_INVALID);
+        for which in [stat::COUNT, u64::MAX] {
+            assert_eq!(dispatch(call(nr::STATS, [which, 0, 0]), &c), HC_ERR_INVALID);
+        }
+        // Frames outside RAM, overflowing ranges.
+        for (gpa, len) in [(14, 3), (16, 1), (u64::MAX, 2), (1 << 40, 1), (8, u64::MAX)] {
+            assert_eq!(
+                dispatch(call(nr::MEDIATED_SEND, [gpa, len, 0]), &c),
+                HC_ERR_INVALID,
+                "{gpa:#x}+{len:#x}"
+            );
+        }
         // User mode.
-        for n in [nr::VERSION, nr::CHANNEL_ATTACH, nr::DOORBELL] {
-            let c = Call {
+        for n in [nr::VERSION, nr::CHANNEL_ATTACH, nr::DOORBELL, nr::STATS] {
+            let u = Call {
                 nr: n,
                 args: [0; 3],
                 cpl: 3,
             };
-            assert_eq!(dispatch(c, ch), HC_ERR_PRIVILEGE);
+            assert_eq!(dispatch(u, &c), HC_ERR_PRIVILEGE);
         }
-        // Not implemented yet: refused, not crashed.
-        assert_eq!(
-            dispatch(call(nr::MEDIATED_SEND, [0x1000, 64, 0]), ch),
-            HC_ERR_UNKNOWN
-        );
         assert!(r.0.borrow().is_empty());
         // No channel in this VM.
+        let none = Caller {
+            ram: &RAM,
+            counters: [0; stat::COUNT as usize],
+            channel: None,
+        };
         assert_eq!(
-            dispatch(call(nr::DOORBELL, [0; 3]), None),
+            dispatch(call(nr::DOORBELL, [0; 3]), &none),
             HC_ERR_NO_CHANNEL
         );
         assert_eq!(
-            dispatch(call(nr::VERSION, [0; 3]), None),
+            dispatch(call(nr::MEDIATED_SEND, [0, 1, 0]), &none),
+            HC_ERR_NO_CHANNEL
+        );
+        assert_eq!(
+            dispatch(call(nr::VERSION, [0; 3]), &none),
             i64::from(vmlink_abi::ABI_VERSION)
         );
     }

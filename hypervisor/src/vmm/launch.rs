@@ -76,10 +76,11 @@ pub fn run(
             if let Some(ch) = channel {
                 let s = ch.stats(index);
                 log!(
-                    "{}: channel: doorbells rung={} interrupts injected={}",
+                    "{}: channel: doorbells rung={} interrupts injected={} mediated sends={}",
                     vm.name,
                     s.doorbells,
-                    s.interrupts
+                    s.interrupts,
+                    s.mediated
                 );
             }
             let mut line = alloc::string::String::new();

@@ -125,7 +125,7 @@ mod tests {
         let layout = Layout::new(region, 0).unwrap();
         let ch = ChannelFrames {
             layout,
-            region_hpa: mem.frames.alloc(region, region.min(1 << 30)).unwrap(),
+            region_hpa: mem.frames.alloc(region, region.min(2 << 20)).unwrap(),
             header_hpa: [
                 mem.frames.alloc(PAGE, PAGE).unwrap(),
                 mem.frames.alloc(PAGE, PAGE).unwrap(),

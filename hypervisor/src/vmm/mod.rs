@@ -194,7 +194,13 @@ impl<V: Vcpu> Vm<V> {
                     args: [self.vcpu.gpr(RDI), self.vcpu.gpr(RSI), self.vcpu.gpr(RDX)],
                     cpl: self.vcpu.cpl(),
                 };
-                let r = hypercall::dispatch(call, self.platform.channel_ops());
+                let counters = self.platform.counters(&self.stats);
+                let caller = hypercall::Caller {
+                    ram: self.platform.ram(),
+                    counters,
+                    channel: self.platform.channel_ops(),
+                };
+                let r = hypercall::dispatch(call, &caller);
                 self.vcpu.set_gpr(RAX, r as u64);
                 self.vcpu.skip_instruction();
             }

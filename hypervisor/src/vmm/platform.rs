@@ -12,6 +12,8 @@ use crate::vcpu::{PagingMode, Vcpu};
 use crate::vm::{cpuid, decode, msr};
 use crate::vmm::hypercall::ChannelOps;
 use crate::vmm::memmap::CHANNEL_GPA;
+use crate::vmm::stats::ExitStats;
+use vmlink_abi::hypercall::stat;
 
 pub const APIC_BASE: u64 = 0xFEE0_0000;
 pub const IOAPIC_BASE: u64 = 0xFEC0_0000;
@@ -99,6 +101,23 @@ impl Platform {
         let size = channel.layout().region_size;
         self.pci = PciBus::new(Some(ChannelFunction::new(CHANNEL_GPA, size)));
         self.channel = Some((channel, side));
+    }
+
+    /// The guest's RAM, GPA 0 up.
+    pub fn ram(&self) -> &[u8] {
+        self.ram
+    }
+
+    /// The counters the STATS hypercall reads (`hypercall::stat`).
+    pub fn counters(&self, stats: &ExitStats) -> [u64; stat::COUNT as usize] {
+        let ch = self.channel.map(|(c, s)| c.stats(s)).unwrap_or_default();
+        let mut out = [0; stat::COUNT as usize];
+        out[stat::EXITS as usize] = stats.total_exits();
+        out[stat::INTERRUPTS as usize] = stats.injected_interrupts();
+        out[stat::CHANNEL_INTERRUPTS as usize] = ch.interrupts;
+        out[stat::DOORBELLS as usize] = ch.doorbells;
+        out[stat::MEDIATED_SENDS as usize] = ch.mediated;
+        out
     }
 
     pub fn channel_ops(&self) -> Option<(&dyn ChannelOps, usize)> {

@@ -67,6 +67,10 @@ impl ExitStats {
             .map_or(0, |i| self.counts[i])
     }
 
+    pub fn injected_interrupts(&self) -> u64 {
+        self.counts[INJECTED]
+    }
+
     pub fn total_exits(&self) -> u64 {
         self.counts[..INJECTED].iter().sum()
     }
