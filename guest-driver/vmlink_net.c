@@ -1,14 +1,148 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * vmlink paravirtual NIC. For now: identifies itself with the ABI version it
- * was built against (from vmlink_abi.h, generated from shared-abi/).
+ * vmlink paravirtual NIC (vml0): a net device over the channel region the
+ * hypervisor maps into both guests (PCI 564c:0001, BAR0).
+ *
+ * Transmit copies a frame once into free buffers of our own section and
+ * publishes descriptors; the peer reads them in place. Receive (zerocopy
+ * mode) hands the network stack skbs whose fragments are the peer's
+ * buffers themselves: devm_memremap_pages() gives the BAR struct pages
+ * (ZONE_DEVICE, MEMORY_DEVICE_GENERIC), so the stack takes and drops
+ * ordinary page references, and when the last one goes the pagemap's
+ * page_free callback hands the buffer back to the peer through our return
+ * ring. MEMORY_DEVICE_GENERIC because its pages behave like RAM pages for
+ * get_page/put_page (refcount 1 when idle, page_free at zero, no migration
+ * or DAX semantics) and it maps the range write-back in the direct map.
+ *
+ * Nothing the peer writes is trusted: vml_ring.h reads each descriptor
+ * once and checks it; faults are counted and the frame dropped.
  */
 #include <linux/module.h>
 #include <linux/init.h>
+#include <linux/pci.h>
+#include <linux/netdevice.h>
+#include <linux/etherdevice.h>
+#include <linux/ethtool.h>
+#include <linux/interrupt.h>
+#include <linux/memremap.h>
+#include <linux/mm.h>
+#include <linux/io.h>
+#include <linux/slab.h>
+#include <linux/vmalloc.h>
 #include <asm/processor.h>
 #include "vmlink_abi.h"
 
-#define VMLINK_NET_VERSION "0.1.0"
+#define VML_READ_U32(p) READ_ONCE(*(p))
+#define VML_WRITE_U32(p, v) WRITE_ONCE(*(p), (v))
+#define VML_COPY_DESC(dst, src) memcpy((dst), (const void *)(src), sizeof(struct vmlink_desc))
+#include "vml_ring.h"
+
+#define VMLINK_NET_VERSION "0.2.0"
+/* Bytes of a received frame copied into the skb's linear part, so the
+ * stack can parse headers without touching fragments. */
+#define VML_RX_COPYBREAK 128
+/* Faults in a row after which the link is reset. */
+#define VML_FAULT_LIMIT 16
+
+static char *rx_mode = "zerocopy";
+module_param(rx_mode, charp, 0444);
+MODULE_PARM_DESC(rx_mode, "copy|zerocopy: how received payloads reach the stack");
+static char *tx_mode = "ring";
+module_param(tx_mode, charp, 0444);
+MODULE_PARM_DESC(tx_mode, "ring|mediated: write frames into the ring, or hand each to the hypervisor");
+
+enum vml_stat {
+	ST_TX_PACKETS, ST_TX_BYTES, ST_RX_PACKETS, ST_RX_BYTES,
+	ST_DOORBELLS, ST_INTERRUPTS, ST_RX_ZEROCOPY, ST_RX_COPIED,
+	ST_LAZY_COPIES, ST_TX_DROPS, ST_RX_DROPS, ST_TX_BUSY,
+	ST_LINK_RESETS, ST_MEDIATED,
+	ST_FAULT0,
+	ST_COUNT = ST_FAULT0 + VML_FAULT_KINDS,
+};
+
+static const char vml_stat_names[][ETH_GSTRING_LEN] = {
+	"tx_packets", "tx_bytes", "rx_packets", "rx_bytes",
+	"doorbells", "interrupts", "rx_zerocopy", "rx_copied",
+	"lazy_copies", "tx_drops", "rx_drops", "tx_busy",
+	"link_resets", "tx_mediated",
+	"fault_none", "fault_bad_buffer", "fault_bad_length", "fault_bad_flags",
+	"fault_too_many_frags", "fault_index_jump", "fault_bad_return",
+	"fault_double_return",
+};
+
+static const char vml_hv_names[][ETH_GSTRING_LEN] = {
+	"hv_exits", "hv_interrupts", "hv_channel_interrupts", "hv_doorbells",
+	"hv_mediated_sends",
+};
+
+struct vml_priv {
+	struct net_device *ndev;
+	struct pci_dev *pdev;
+	struct napi_struct napi;
+	struct dev_pagemap pgmap;
+	bool zerocopy, mediated, pages;
+	void *base;
+	const struct vmlink_header *hdr;
+	u32 side, entries, nbuf;
+	struct vmlink_control *own_ctl;
+	struct vmlink_desc *own_ring;
+	u32 *own_ret;
+	u8 *own_buf;
+	const struct vmlink_control *peer_ctl;
+	const struct vmlink_desc *peer_ring;
+	const u32 *peer_ret;
+	const u8 *peer_buf;
+	unsigned long peer_buf_pfn;
+	/* tx_lock: pool, tx_prod, ret_cons (transmit and reclaim). */
+	spinlock_t tx_lock;
+	struct vml_pool pool;
+	u32 tx_prod, ret_cons;
+	/* rx: only NAPI touches rx_cons. */
+	u32 rx_cons;
+	/* ret_lock: our return ring (NAPI and page_free from any context). */
+	spinlock_t ret_lock;
+	u32 ret_prod;
+	/* Bumped when the peer goes away: buffers of its old life are not
+	 * returned to its new one. */
+	u32 epoch;
+	atomic_t held;
+	u32 state_gen;
+	bool peer_up;
+	u32 faults_in_row;
+	unsigned long faults[VML_FAULT_KINDS];
+	atomic64_t st[ST_COUNT];
+};
+
+static long vml_hcall(unsigned long nr, unsigned long a0, unsigned long a1,
+		      unsigned long a2)
+{
+	long ret;
+
+	asm volatile("vmcall"
+		     : "=a"(ret)
+		     : "a"(nr), "D"(a0), "S"(a1), "d"(a2)
+		     : "memory");
+	return ret;
+}
+
+static void vml_count(struct vml_priv *p, enum vml_stat s, u64 n)
+{
+	atomic64_add(n, &p->st[s]);
+}
+
+static void vml_fault(struct vml_priv *p, int kind)
+{
+	if (kind <= 0 || kind >= VML_FAULT_KINDS)
+		return;
+	vml_count(p, ST_FAULT0 + kind, 1);
+	p->faults_in_row++;
+}
+
+static void vml_doorbell(struct vml_priv *p)
+{
+	if (vml_hcall(VMLINK_HC_DOORBELL, 0, 0, 0) == 0)
+		vml_count(p, ST_DOORBELLS, 1);
+}
 
 /*
  * Reads the hypervisor leaf. Only meaningful when CPUID.1:ECX.hypervisor is
@@ -30,6 +164,727 @@ static bool vmlink_detect(char sig[13])
 	       edx == VMLINK_CPUID_SIGNATURE_EDX;
 }
 
+/* --- returning the peer's buffers ------------------------------------ */
+
+/* Appends buffer numbers to our return ring and tells the peer if it
+ * asked (its ret_event). Any context. */
+static void vml_return(struct vml_priv *p, const u32 *bufs, u32 n, u32 epoch)
+{
+	unsigned long flags;
+	u32 old, i;
+	bool ring = false;
+
+	spin_lock_irqsave(&p->ret_lock, flags);
+	if (epoch == p->epoch && p->peer_up) {
+		old = p->ret_prod;
+		for (i = 0; i < n; i++)
+			WRITE_ONCE(p->own_ret[(old + i) & (p->entries - 1)], bufs[i]);
+		p->ret_prod = old + n;
+		smp_wmb();
+		WRITE_ONCE(p->own_ctl->ret_prod, p->ret_prod);
+		smp_mb();
+		ring = vml_need_event(READ_ONCE(p->peer_ctl->ret_event), p->ret_prod, old);
+	}
+	spin_unlock_irqrestore(&p->ret_lock, flags);
+	if (ring)
+		vml_doorbell(p);
+}
+
+static void vml_page_free(struct page *page)
+{
+	struct vml_priv *p = container_of(page->pgmap, struct vml_priv, pgmap);
+	unsigned long pfn = page_to_pfn(page);
+	u32 epoch = (u32)(unsigned long)page->zone_device_data;
+	u32 buf;
+
+	/* Only pages we handed to the stack come back here; each held a
+	 * module reference so the callback cannot outlive the module. */
+	if (pfn >= p->peer_buf_pfn && pfn < p->peer_buf_pfn + p->nbuf) {
+		buf = pfn - p->peer_buf_pfn;
+		vml_return(p, &buf, 1, epoch);
+		atomic_dec(&p->held);
+	}
+	module_put(THIS_MODULE);
+}
+
+static const struct dev_pagemap_ops vml_pgmap_ops = {
+	.page_free = vml_page_free,
+};
+
+/* --- link state ------------------------------------------------------- */
+
+/* Our section's indices start again from zero whenever the peer (re)starts,
+ * and everything we lent it is ours again. */
+static void vml_reset_section(struct vml_priv *p)
+{
+	unsigned long flags;
+
+	spin_lock_irqsave(&p->tx_lock, flags);
+	vml_pool_reset(&p->pool);
+	p->tx_prod = 0;
+	p->ret_cons = 0;
+	spin_unlock_irqrestore(&p->tx_lock, flags);
+	spin_lock_irqsave(&p->ret_lock, flags);
+	p->ret_prod = 0;
+	p->epoch++;
+	spin_unlock_irqrestore(&p->ret_lock, flags);
+	p->rx_cons = 0;
+	memset(p->own_ctl, 0, sizeof(*p->own_ctl));
+	p->faults_in_row = 0;
+}
+
+static void vml_check_link(struct vml_priv *p)
+{
+	u32 gen = READ_ONCE(p->hdr->state_gen);
+	u32 state;
+	bool up;
+
+	if (gen == p->state_gen && p->faults_in_row < VML_FAULT_LIMIT)
+		return;
+	p->state_gen = gen;
+	smp_rmb();
+	state = READ_ONCE(p->hdr->peer_state);
+	up = (state & (VMLINK_PEER_ATTACHED | VMLINK_PEER_RUNNING)) ==
+	     (VMLINK_PEER_ATTACHED | VMLINK_PEER_RUNNING);
+	if (p->faults_in_row >= VML_FAULT_LIMIT) {
+		netdev_warn(p->ndev, "peer keeps writing bad ring entries: resetting the link\n");
+		vml_count(p, ST_LINK_RESETS, 1);
+		p->peer_up = false;
+		netif_carrier_off(p->ndev);
+		vml_reset_section(p);
+		/* The peer sees nothing of this; a reattach makes it reset. */
+		vml_hcall(VMLINK_HC_CHANNEL_DETACH, 0, 0, 0);
+		vml_hcall(VMLINK_HC_CHANNEL_ATTACH, 0, 0, 0);
+		return;
+	}
+	if (up == p->peer_up)
+		return;
+	if (!up) {
+		p->peer_up = false;
+		netif_carrier_off(p->ndev);
+		vml_reset_section(p);
+		netdev_info(p->ndev, "peer down (state %#x): link down\n", state);
+	} else {
+		vml_reset_section(p);
+		p->peer_up = true;
+		netif_carrier_on(p->ndev);
+		netif_wake_queue(p->ndev);
+		netdev_info(p->ndev, "peer up: link up\n");
+	}
+}
+
+/* --- transmit --------------------------------------------------------- */
+
+static u32 vml_ring_free(struct vml_priv *p);
+
+/*
+ * Takes back what the peer returned. While the queue is stopped, asks for
+ * an interrupt at the next return (ret_event = what we consume next) and
+ * looks once more, since a return may have landed before the peer saw the
+ * request; wakes the queue once a largest frame fits again.
+ */
+static void vml_reclaim_tx(struct vml_priv *p)
+{
+	unsigned long flags;
+	bool wake = false;
+	long got;
+
+	spin_lock_irqsave(&p->tx_lock, flags);
+	while (p->peer_up) {
+		u32 prod = READ_ONCE(p->peer_ctl->ret_prod);
+
+		smp_rmb();
+		got = vml_reclaim(p->peer_ret, p->entries, prod, &p->ret_cons,
+				  &p->pool, p->faults);
+		if (got < 0) {
+			p->faults_in_row = VML_FAULT_LIMIT;
+			break;
+		}
+		WRITE_ONCE(p->own_ctl->ret_cons, p->ret_cons);
+		if (!netif_queue_stopped(p->ndev))
+			break;
+		if (p->pool.nfree >= VMLINK_MAX_FRAGS && vml_ring_free(p) >= VMLINK_MAX_FRAGS) {
+			wake = true;
+			break;
+		}
+		WRITE_ONCE(p->own_ctl->ret_event, p->ret_cons);
+		smp_mb();
+		if (READ_ONCE(p->peer_ctl->ret_prod) == p->ret_cons)
+			break;
+	}
+	spin_unlock_irqrestore(&p->tx_lock, flags);
+	if (wake)
+		netif_wake_queue(p->ndev);
+}
+
+/* Ring slots the peer has not consumed yet; a jumping rx_cons counts as a
+ * full ring. */
+static u32 vml_ring_free(struct vml_priv *p)
+{
+	long used = vml_pending(p->tx_prod, READ_ONCE(p->peer_ctl->rx_cons), p->entries);
+
+	return used < 0 ? 0 : p->entries - (u32)used;
+}
+
+static netdev_tx_t vml_xmit_mediated(struct vml_priv *p, struct sk_buff *skb)
+{
+	unsigned long flags;
+	long buf, r;
+
+	if (skb_linearize(skb) || skb->len > VMLINK_BUFFER_SIZE)
+		goto drop;
+	spin_lock_irqsave(&p->tx_lock, flags);
+	buf = vml_pool_get(&p->pool);
+	if (buf < 0 || vml_ring_free(p) == 0) {
+		if (buf >= 0)
+			vml_pool_put(&p->pool, buf);
+		netif_stop_queue(p->ndev);
+		spin_unlock_irqrestore(&p->tx_lock, flags);
+		vml_count(p, ST_TX_BUSY, 1);
+		vml_reclaim_tx(p);
+		return NETDEV_TX_BUSY;
+	}
+	r = vml_hcall(VMLINK_HC_MEDIATED_SEND, virt_to_phys(skb->data), skb->len, buf);
+	if (r == 0)
+		p->tx_prod++;
+	else
+		vml_pool_put(&p->pool, buf);
+	spin_unlock_irqrestore(&p->tx_lock, flags);
+	if (r != 0)
+		goto drop;
+	vml_count(p, ST_MEDIATED, 1);
+	vml_count(p, ST_TX_PACKETS, 1);
+	vml_count(p, ST_TX_BYTES, skb->len);
+	dev_consume_skb_any(skb);
+	return NETDEV_TX_OK;
+drop:
+	vml_count(p, ST_TX_DROPS, 1);
+	dev_kfree_skb_any(skb);
+	return NETDEV_TX_OK;
+}
+
+static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+	u32 need = DIV_ROUND_UP(skb->len, VMLINK_BUFFER_SIZE);
+	u32 i, old, off = 0;
+	unsigned long flags;
+	u16 first_flags = 0;
+	bool ring;
+
+	if (!p->peer_up || need == 0 || need > VMLINK_MAX_FRAGS)
+		goto drop;
+	if (p->mediated)
+		return vml_xmit_mediated(p, skb);
+	if (skb->ip_summed == CHECKSUM_PARTIAL)
+		first_flags |= VMLINK_DESC_CSUM_PARTIAL;
+	if (skb_is_gso(skb)) {
+		unsigned int t = skb_shinfo(skb)->gso_type;
+
+		if (t & SKB_GSO_TCPV4)
+			first_flags |= VMLINK_DESC_GSO_TCPV4;
+		else if (t & SKB_GSO_TCPV6)
+			first_flags |= VMLINK_DESC_GSO_TCPV6;
+		else if (t & SKB_GSO_UDP_L4)
+			first_flags |= VMLINK_DESC_GSO_UDP_L4;
+		else
+			goto drop;
+	}
+	spin_lock_irqsave(&p->tx_lock, flags);
+	if (p->pool.nfree < need || vml_ring_free(p) < need) {
+		/* vml_reclaim_tx asks for an interrupt when buffers come
+		 * back, and wakes the queue if they already have. */
+		netif_stop_queue(ndev);
+		spin_unlock_irqrestore(&p->tx_lock, flags);
+		vml_count(p, ST_TX_BUSY, 1);
+		vml_reclaim_tx(p);
+		return NETDEV_TX_BUSY;
+	}
+	old = p->tx_prod;
+	for (i = 0; i < need; i++) {
+		u32 buf = (u32)vml_pool_get(&p->pool);
+		u32 len = min_t(u32, skb->len - off, VMLINK_BUFFER_SIZE);
+		struct vmlink_desc d = {
+			.buf = buf,
+			.len = len,
+			.flags = i + 1 < need ? VMLINK_DESC_MORE : 0,
+		};
+
+		skb_copy_bits(skb, off, p->own_buf + (size_t)buf * VMLINK_BUFFER_SIZE, len);
+		if (i == 0) {
+			d.flags |= first_flags;
+			if (first_flags & VMLINK_DESC_CSUM_PARTIAL) {
+				d.csum_start = skb_checksum_start_offset(skb);
+				d.csum_offset = skb->csum_offset;
+			}
+			if (skb_is_gso(skb))
+				d.gso_size = skb_shinfo(skb)->gso_size;
+		}
+		p->own_ring[(old + i) & (p->entries - 1)] = d;
+		off += len;
+	}
+	p->tx_prod = old + need;
+	smp_wmb();
+	WRITE_ONCE(p->own_ctl->tx_prod, p->tx_prod);
+	smp_mb();
+	ring = vml_need_event(READ_ONCE(p->peer_ctl->rx_event), p->tx_prod, old);
+	spin_unlock_irqrestore(&p->tx_lock, flags);
+	if (ring)
+		vml_doorbell(p);
+	vml_count(p, ST_TX_PACKETS, 1);
+	vml_count(p, ST_TX_BYTES, skb->len);
+	dev_consume_skb_any(skb);
+	return NETDEV_TX_OK;
+drop:
+	vml_count(p, ST_TX_DROPS, 1);
+	dev_kfree_skb_any(skb);
+	return NETDEV_TX_OK;
+}
+
+/* --- receive ---------------------------------------------------------- */
+
+static const u8 *vml_peer_buf(struct vml_priv *p, u32 buf)
+{
+	return p->peer_buf + (size_t)buf * VMLINK_BUFFER_SIZE;
+}
+
+static void vml_return_frame(struct vml_priv *p, const struct vml_frame *f)
+{
+	u32 bufs[VMLINK_MAX_FRAGS], i;
+
+	for (i = 0; i < f->count; i++)
+		bufs[i] = f->d[i].buf;
+	if (f->count)
+		vml_return(p, bufs, f->count, p->epoch);
+}
+
+/* The stack's view of the sender's offloads; false when they make no sense. */
+static bool vml_rx_offloads(struct sk_buff *skb, const struct vmlink_desc *d)
+{
+	if (d->flags & VMLINK_DESC_CSUM_PARTIAL) {
+		if (!skb_partial_csum_set(skb, d->csum_start, d->csum_offset))
+			return false;
+	} else {
+		/* Frames never leave memory: what the sender did not leave
+		 * partial it completed. */
+		skb->ip_summed = CHECKSUM_UNNECESSARY;
+	}
+	if (d->flags & (VMLINK_DESC_GSO_TCPV4 | VMLINK_DESC_GSO_TCPV6 | VMLINK_DESC_GSO_UDP_L4)) {
+		if (d->gso_size == 0 || !(d->flags & VMLINK_DESC_CSUM_PARTIAL))
+			return false;
+		skb_shinfo(skb)->gso_size = d->gso_size;
+		skb_shinfo(skb)->gso_type = SKB_GSO_DODGY |
+			(d->flags & VMLINK_DESC_GSO_TCPV4 ? SKB_GSO_TCPV4 :
+			 d->flags & VMLINK_DESC_GSO_TCPV6 ? SKB_GSO_TCPV6 : SKB_GSO_UDP_L4);
+		skb_shinfo(skb)->gso_segs = 0;
+	}
+	return true;
+}
+
+static struct sk_buff *vml_rx_copy(struct vml_priv *p, const struct vml_frame *f)
+{
+	struct sk_buff *skb = napi_alloc_skb(&p->napi, f->bytes);
+	u32 i;
+
+	if (!skb)
+		return NULL;
+	for (i = 0; i < f->count; i++)
+		skb_put_data(skb, vml_peer_buf(p, f->d[i].buf), f->d[i].len);
+	vml_return_frame(p, f);
+	return skb;
+}
+
+static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_frame *f)
+{
+	u32 hlen = min_t(u32, f->d[0].len, VML_RX_COPYBREAK);
+	struct sk_buff *skb = napi_alloc_skb(&p->napi, VML_RX_COPYBREAK);
+	u32 i, frag = 0;
+
+	if (!skb)
+		return NULL;
+	skb_put_data(skb, vml_peer_buf(p, f->d[0].buf), hlen);
+	for (i = 0; i < f->count; i++) {
+		u32 off = i == 0 ? hlen : 0;
+		u32 buf = f->d[i].buf;
+		struct page *page;
+
+		if (f->d[i].len == off) {
+			/* All of it went into the linear part. */
+			vml_return(p, &buf, 1, p->epoch);
+			continue;
+		}
+		page = pfn_to_page(p->peer_buf_pfn + buf);
+		/* The page's idle reference becomes the skb's; page_free
+		 * returns the buffer once the stack dropped every one. */
+		page->zone_device_data = (void *)(unsigned long)p->epoch;
+		__module_get(THIS_MODULE);
+		atomic_inc(&p->held);
+		skb_add_rx_frag(skb, frag++, page, off, f->d[i].len - off, VMLINK_BUFFER_SIZE);
+	}
+	return skb;
+}
+
+static int vml_poll(struct napi_struct *napi, int budget)
+{
+	struct vml_priv *p = container_of(napi, struct vml_priv, napi);
+	struct vml_frame f;
+	int done = 0;
+
+	vml_check_link(p);
+	vml_reclaim_tx(p);
+	while (p->peer_up && done < budget) {
+		u32 prod = READ_ONCE(p->peer_ctl->tx_prod);
+		struct sk_buff *skb;
+		bool copy;
+		int r;
+
+		smp_rmb();
+		r = vml_read_frame(p->peer_ring, p->entries, prod, &p->rx_cons, p->nbuf, &f);
+		if (r == 0)
+			break;
+		done++;
+		if (r < 0) {
+			vml_fault(p, -r);
+			vml_count(p, ST_RX_DROPS, 1);
+			if (-r == VML_INDEX_JUMP)
+				break;
+			vml_return_frame(p, &f);
+			continue;
+		}
+		p->faults_in_row = 0;
+		/* A slow reader holds the peer's buffers: past half of them,
+		 * copy instead, so the sender never runs dry. */
+		copy = !p->zerocopy || atomic_read(&p->held) > (int)(p->nbuf / 2);
+		skb = copy ? vml_rx_copy(p, &f) : vml_rx_zerocopy(p, &f);
+		if (!skb) {
+			vml_return_frame(p, &f);
+			vml_count(p, ST_RX_DROPS, 1);
+			continue;
+		}
+		if (copy)
+			vml_count(p, p->zerocopy ? ST_LAZY_COPIES : ST_RX_COPIED, 1);
+		else
+			vml_count(p, ST_RX_ZEROCOPY, 1);
+		skb->protocol = eth_type_trans(skb, p->ndev);
+		if (!vml_rx_offloads(skb, &f.d[0])) {
+			vml_count(p, ST_RX_DROPS, 1);
+			dev_kfree_skb_any(skb);
+			continue;
+		}
+		vml_count(p, ST_RX_PACKETS, 1);
+		vml_count(p, ST_RX_BYTES, f.bytes);
+		napi_gro_receive(napi, skb);
+	}
+	WRITE_ONCE(p->own_ctl->rx_cons, p->rx_cons);
+	if (p->faults_in_row >= VML_FAULT_LIMIT)
+		vml_check_link(p);
+	if (done < budget && napi_complete_done(napi, done)) {
+		/* Ask for an interrupt for the next frame, then look again:
+		 * one may have arrived before the peer saw the request. */
+		WRITE_ONCE(p->own_ctl->rx_event, p->rx_cons);
+		smp_mb();
+		if ((p->peer_up && READ_ONCE(p->peer_ctl->tx_prod) != p->rx_cons) ||
+		    READ_ONCE(p->hdr->state_gen) != p->state_gen)
+			napi_schedule(napi);
+	}
+	return done;
+}
+
+static irqreturn_t vml_interrupt(int irq, void *data)
+{
+	struct vml_priv *p = data;
+
+	vml_count(p, ST_INTERRUPTS, 1);
+	napi_schedule(&p->napi);
+	return IRQ_HANDLED;
+}
+
+/* --- net device ------------------------------------------------------- */
+
+static int vml_open(struct net_device *ndev)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+
+	napi_enable(&p->napi);
+	netif_start_queue(ndev);
+	napi_schedule(&p->napi);
+	return 0;
+}
+
+static int vml_stop(struct net_device *ndev)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+
+	netif_stop_queue(ndev);
+	napi_disable(&p->napi);
+	return 0;
+}
+
+static void vml_get_stats64(struct net_device *ndev, struct rtnl_link_stats64 *s)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+	int i;
+
+	s->tx_packets = atomic64_read(&p->st[ST_TX_PACKETS]);
+	s->tx_bytes = atomic64_read(&p->st[ST_TX_BYTES]);
+	s->rx_packets = atomic64_read(&p->st[ST_RX_PACKETS]);
+	s->rx_bytes = atomic64_read(&p->st[ST_RX_BYTES]);
+	s->tx_dropped = atomic64_read(&p->st[ST_TX_DROPS]);
+	s->rx_dropped = atomic64_read(&p->st[ST_RX_DROPS]);
+	for (i = 1; i < VML_FAULT_KINDS; i++)
+		s->rx_errors += atomic64_read(&p->st[ST_FAULT0 + i]);
+}
+
+static int vml_change_mtu(struct net_device *ndev, int mtu)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+
+	/* The mediated path hands the hypervisor one buffer per frame. */
+	if (p->mediated && mtu + ETH_HLEN > VMLINK_BUFFER_SIZE)
+		return -EINVAL;
+	ndev->mtu = mtu;
+	return 0;
+}
+
+static const struct net_device_ops vml_netdev_ops = {
+	.ndo_open = vml_open,
+	.ndo_stop = vml_stop,
+	.ndo_start_xmit = vml_start_xmit,
+	.ndo_get_stats64 = vml_get_stats64,
+	.ndo_change_mtu = vml_change_mtu,
+	.ndo_set_mac_address = eth_mac_addr,
+	.ndo_validate_addr = eth_validate_addr,
+};
+
+static int vml_sset_count(struct net_device *ndev, int set)
+{
+	return set == ETH_SS_STATS ? ST_COUNT + VMLINK_STAT_COUNT : -EOPNOTSUPP;
+}
+
+static void vml_get_strings(struct net_device *ndev, u32 set, u8 *data)
+{
+	if (set != ETH_SS_STATS)
+		return;
+	memcpy(data, vml_stat_names, sizeof(vml_stat_names));
+	memcpy(data + sizeof(vml_stat_names), vml_hv_names, sizeof(vml_hv_names));
+}
+
+static void vml_get_ethtool_stats(struct net_device *ndev, struct ethtool_stats *es, u64 *data)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+	int i;
+
+	for (i = 0; i < ST_COUNT; i++)
+		data[i] = atomic64_read(&p->st[i]);
+	for (i = 0; i < VMLINK_STAT_COUNT; i++) {
+		long v = vml_hcall(VMLINK_HC_STATS, i, 0, 0);
+
+		data[ST_COUNT + i] = v < 0 ? 0 : v;
+	}
+}
+
+static void vml_get_drvinfo(struct net_device *ndev, struct ethtool_drvinfo *info)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+
+	strscpy(info->driver, KBUILD_MODNAME, sizeof(info->driver));
+	strscpy(info->version, VMLINK_NET_VERSION, sizeof(info->version));
+	strscpy(info->bus_info, pci_name(p->pdev), sizeof(info->bus_info));
+}
+
+static const struct ethtool_ops vml_ethtool_ops = {
+	.get_drvinfo = vml_get_drvinfo,
+	.get_link = ethtool_op_get_link,
+	.get_sset_count = vml_sset_count,
+	.get_strings = vml_get_strings,
+	.get_ethtool_stats = vml_get_ethtool_stats,
+};
+
+/* --- PCI -------------------------------------------------------------- */
+
+/* Checks the hypervisor's header against the BAR before any pointer is
+ * derived from it. */
+static int vml_check_header(struct pci_dev *pdev, const struct vmlink_header *h, u64 bar_len)
+{
+	u64 sec_end = h->section_offset + 2 * h->section_size;
+
+	if (h->magic != VMLINK_CHANNEL_MAGIC || h->version != VMLINK_ABI_VERSION) {
+		dev_err(&pdev->dev, "channel header: magic %#llx version %u, want %#llx version %u\n",
+			h->magic, h->version, VMLINK_CHANNEL_MAGIC, VMLINK_ABI_VERSION);
+		return -EINVAL;
+	}
+	if (h->side > 1 || h->region_size != bar_len || sec_end > bar_len ||
+	    h->section_offset % PAGE_SIZE || h->section_size % PAGE_SIZE ||
+	    !is_power_of_2(h->ring_entries) || h->ring_entries > VMLINK_MAX_RING_ENTRIES ||
+	    h->buffer_size != VMLINK_BUFFER_SIZE ||
+	    h->ring_offset < sizeof(struct vmlink_control) ||
+	    h->ring_offset + (u64)h->ring_entries * sizeof(struct vmlink_desc) > h->ret_offset ||
+	    h->ret_offset + (u64)h->ring_entries * 4 > h->buffers_offset ||
+	    h->buffers_offset % PAGE_SIZE ||
+	    h->buffers_offset + (u64)h->buffer_count * VMLINK_BUFFER_SIZE > h->section_size ||
+	    h->buffer_count < VMLINK_MAX_FRAGS) {
+		dev_err(&pdev->dev, "channel header: inconsistent layout (side %u, region %llu, BAR %llu, section %llu, %u entries, %u buffers)\n",
+			h->side, h->region_size, bar_len, h->section_size,
+			h->ring_entries, h->buffer_count);
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int vml_probe(struct pci_dev *pdev, const struct pci_device_id *id)
+{
+	struct net_device *ndev;
+	struct vml_priv *p;
+	resource_size_t start, len;
+	u8 *own, *peer;
+	int err;
+
+	err = pcim_enable_device(pdev);
+	if (err)
+		return err;
+	start = pci_resource_start(pdev, VMLINK_PCI_REGION_BAR);
+	len = pci_resource_len(pdev, VMLINK_PCI_REGION_BAR);
+	if (!len || !(pci_resource_flags(pdev, VMLINK_PCI_REGION_BAR) & IORESOURCE_MEM)) {
+		dev_err(&pdev->dev, "BAR%d is not a memory BAR\n", VMLINK_PCI_REGION_BAR);
+		return -ENODEV;
+	}
+	ndev = alloc_netdev(sizeof(*p), "vml%d", NET_NAME_ENUM, ether_setup);
+	if (!ndev)
+		return -ENOMEM;
+	SET_NETDEV_DEV(ndev, &pdev->dev);
+	p = netdev_priv(ndev);
+	p->ndev = ndev;
+	p->pdev = pdev;
+	spin_lock_init(&p->tx_lock);
+	spin_lock_init(&p->ret_lock);
+	p->zerocopy = strcmp(rx_mode, "copy") != 0;
+	p->mediated = strcmp(tx_mode, "mediated") == 0;
+
+	/* Struct pages over the whole BAR (it is ordinary memory to us); the
+	 * direct map then reaches it too. */
+	p->pgmap.type = MEMORY_DEVICE_GENERIC;
+	p->pgmap.range.start = start;
+	p->pgmap.range.end = start + len - 1;
+	p->pgmap.nr_range = 1;
+	p->pgmap.ops = &vml_pgmap_ops;
+	p->base = devm_memremap_pages(&pdev->dev, &p->pgmap);
+	if (IS_ERR(p->base)) {
+		dev_warn(&pdev->dev, "no struct pages for the region (%ld): copying receives\n",
+			 PTR_ERR(p->base));
+		p->zerocopy = false;
+		p->base = devm_memremap(&pdev->dev, start, len, MEMREMAP_WB);
+		if (IS_ERR(p->base)) {
+			err = PTR_ERR(p->base);
+			goto free;
+		}
+	} else {
+		p->pages = true;
+	}
+	p->hdr = p->base;
+	err = vml_check_header(pdev, p->hdr, len);
+	if (err)
+		goto free;
+	p->side = p->hdr->side;
+	p->entries = p->hdr->ring_entries;
+	p->nbuf = p->hdr->buffer_count;
+	p->state_gen = READ_ONCE(p->hdr->state_gen) - 1; /* look at it once */
+	own = (u8 *)p->base + p->hdr->section_offset + p->side * p->hdr->section_size;
+	peer = (u8 *)p->base + p->hdr->section_offset + (1 - p->side) * p->hdr->section_size;
+	p->own_ctl = (struct vmlink_control *)own;
+	p->own_ring = (struct vmlink_desc *)(own + p->hdr->ring_offset);
+	p->own_ret = (u32 *)(own + p->hdr->ret_offset);
+	p->own_buf = own + p->hdr->buffers_offset;
+	p->peer_ctl = (const struct vmlink_control *)peer;
+	p->peer_ring = (const struct vmlink_desc *)(peer + p->hdr->ring_offset);
+	p->peer_ret = (const u32 *)(peer + p->hdr->ret_offset);
+	p->peer_buf = peer + p->hdr->buffers_offset;
+	p->peer_buf_pfn = PHYS_PFN(start + (p->peer_buf - (u8 *)p->base));
+	p->pool.count = p->nbuf;
+	p->pool.free = kvcalloc(p->nbuf, sizeof(u32), GFP_KERNEL);
+	p->pool.out = kvzalloc(p->nbuf, GFP_KERNEL);
+	if (!p->pool.free || !p->pool.out) {
+		err = -ENOMEM;
+		goto free;
+	}
+	vml_reset_section(p);
+
+	eth_hw_addr_set(ndev, p->hdr->mac);
+	ndev->netdev_ops = &vml_netdev_ops;
+	ndev->ethtool_ops = &vml_ethtool_ops;
+	ndev->min_mtu = ETH_MIN_MTU;
+	ndev->max_mtu = p->mediated ? VMLINK_BUFFER_SIZE - ETH_HLEN : 65535;
+	if (!p->mediated) {
+		ndev->hw_features = NETIF_F_SG | NETIF_F_HW_CSUM | NETIF_F_TSO |
+				    NETIF_F_TSO6 | NETIF_F_GSO_UDP_L4;
+		ndev->features = ndev->hw_features | NETIF_F_HIGHDMA;
+		netif_set_tso_max_size(ndev, VMLINK_MAX_FRAGS * VMLINK_BUFFER_SIZE - 2 * VMLINK_BUFFER_SIZE);
+	}
+	netif_napi_add(ndev, &p->napi, vml_poll);
+	netif_carrier_off(ndev);
+
+	err = pci_alloc_irq_vectors(pdev, 1, 1, PCI_IRQ_MSI);
+	if (err < 0) {
+		dev_err(&pdev->dev, "no MSI vector: %d\n", err);
+		goto free;
+	}
+	err = request_irq(pci_irq_vector(pdev, 0), vml_interrupt, 0, "vmlink", p);
+	if (err)
+		goto vectors;
+	err = register_netdev(ndev);
+	if (err)
+		goto irq;
+	pci_set_drvdata(pdev, p);
+	err = vml_hcall(VMLINK_HC_CHANNEL_ATTACH, 0, 0, 0);
+	if (err) {
+		dev_err(&pdev->dev, "attach hypercall failed: %d\n", err);
+		unregister_netdev(ndev);
+		goto irq;
+	}
+	netdev_info(ndev, "vmlink channel side %u: %llu MiB region, %u ring entries, %u buffers, rx %s, tx %s\n",
+		    p->side, p->hdr->region_size >> 20, p->entries, p->nbuf,
+		    p->zerocopy ? "zerocopy" : "copy", p->mediated ? "mediated" : "ring");
+	napi_schedule(&p->napi);
+	return 0;
+irq:
+	free_irq(pci_irq_vector(pdev, 0), p);
+vectors:
+	pci_free_irq_vectors(pdev);
+free:
+	kvfree(p->pool.free);
+	kvfree(p->pool.out);
+	free_netdev(ndev);
+	return err;
+}
+
+static void vml_remove(struct pci_dev *pdev)
+{
+	struct vml_priv *p = pci_get_drvdata(pdev);
+
+	vml_hcall(VMLINK_HC_CHANNEL_DETACH, 0, 0, 0);
+	unregister_netdev(p->ndev);
+	free_irq(pci_irq_vector(pdev, 0), p);
+	pci_free_irq_vectors(pdev);
+	/* Pages still with the stack hold module references, so by now
+	 * none is out (rmmod refuses while any is). */
+	WARN_ON(atomic_read(&p->held));
+	kvfree(p->pool.free);
+	kvfree(p->pool.out);
+	free_netdev(p->ndev);
+}
+
+static const struct pci_device_id vml_ids[] = {
+	{ PCI_DEVICE(VMLINK_PCI_VENDOR_ID, VMLINK_PCI_DEVICE_ID) },
+	{ }
+};
+MODULE_DEVICE_TABLE(pci, vml_ids);
+
+static struct pci_driver vml_driver = {
+	.name = "vmlink_net",
+	.id_table = vml_ids,
+	.probe = vml_probe,
+	.remove = vml_remove,
+};
+
 static int __init vmlink_net_init(void)
 {
 	char sig[13];
@@ -41,11 +896,26 @@ static int __init vmlink_net_init(void)
 		pr_info("vmlink_net: running on vmlink (CPUID signature \"%s\")\n", sig);
 	else
 		pr_info("vmlink_net: not running on vmlink (hypervisor signature \"%s\")\n", sig);
-	return 0;
+	if (strcmp(rx_mode, "copy") && strcmp(rx_mode, "zerocopy")) {
+		pr_err("vmlink_net: rx_mode=%s: must be copy or zerocopy\n", rx_mode);
+		return -EINVAL;
+	}
+	if (strcmp(tx_mode, "ring") && strcmp(tx_mode, "mediated")) {
+		pr_err("vmlink_net: tx_mode=%s: must be ring or mediated\n", tx_mode);
+		return -EINVAL;
+	}
+	/* Hypercalls are VMCALLs: only on vmlink. */
+	if (!on_vmlink)
+		return 0;
+	return pci_register_driver(&vml_driver);
 }
 
 static void __exit vmlink_net_exit(void)
 {
+	char sig[13];
+
+	if (vmlink_detect(sig))
+		pci_unregister_driver(&vml_driver);
 	pr_info("vmlink_net: unloaded\n");
 }
 

@@ -22,6 +22,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("mtools", "FAT image tools used by grub-mkrescue"),
     ("cpio", "the guest initramfs"),
     ("busybox-static", "the guest userland"),
+    (
+        "ethtool",
+        "`ethtool -S vml0` in the guests (busybox has none)",
+    ),
     ("flex", "guest kernel build"),
     ("bison", "guest kernel build"),
     ("bc", "guest kernel build"),

@@ -5,6 +5,8 @@
 //! itself learned rather than on what the hypervisor logged.
 
 mod placement;
+mod stream;
+mod udp;
 
 use std::process::ExitCode;
 
@@ -21,9 +23,65 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        _ => {
-            eprintln!("usage: vmlink-guest info");
-            ExitCode::from(2)
+        Some("gen") => match (num_arg(&args, 1), num_arg(&args, 2)) {
+            (Some(bytes), Some(seed)) => {
+                let out = std::io::stdout();
+                match stream::generate(bytes, seed, &mut out.lock()) {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(_) => ExitCode::FAILURE,
+                }
+            }
+            _ => usage(),
+        },
+        Some("check") => match (num_arg(&args, 1), num_arg(&args, 2)) {
+            (Some(bytes), Some(seed)) => {
+                match stream::check(bytes, seed, &mut std::io::stdin().lock()) {
+                    Ok(m) => {
+                        println!("vmlink-guest: check: {m}");
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        println!("vmlink-guest: check: MISMATCH: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            }
+            _ => usage(),
+        },
+        Some(cmd @ ("udp-send" | "udp-recv")) => {
+            let num = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+            let r = match (cmd, args.get(1), num(1), num(2), num(3)) {
+                ("udp-send", Some(to), _, Some(size), Some(n)) => {
+                    udp::send(to, size as usize, n as u32)
+                }
+                ("udp-recv", _, Some(port), Some(size), Some(n)) => {
+                    udp::recv(port as u16, size as usize, n as u32)
+                }
+                _ => Err("usage: udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT".into()),
+            };
+            match r {
+                Ok(m) => {
+                    println!("vmlink-guest: udp: {m}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("vmlink-guest: udp: ERROR: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
+        _ => usage(),
     }
+}
+
+fn num_arg(args: &[String], i: usize) -> Option<u64> {
+    args.get(i).and_then(|a| a.parse().ok())
+}
+
+fn usage() -> ExitCode {
+    eprintln!(
+        "usage: vmlink-guest info | gen BYTES SEED | check BYTES SEED \
+         | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT"
+    );
+    ExitCode::from(2)
 }

@@ -17,6 +17,48 @@ pub const DRIVER_PATH: &str = "lib/modules/vmlink_net.ko";
 /// The guest tools (guest/tools).
 pub const TOOLS_PATH: &str = "bin/vmlink-guest";
 
+/// Debian's ethtool (package `ethtool`): `ethtool -S vml0` shows the
+/// driver's counters, and busybox has no ethtool applet.
+const ETHTOOL: &str = "/usr/sbin/ethtool";
+
+/// A dynamically linked host program with the shared libraries `ldd` says
+/// it loads (the guest runs the same Debian userland's ABI), as archive
+/// paths and contents.
+fn host_program(program: &Path) -> Result<Vec<(String, Vec<u8>)>> {
+    let out = Command::new("ldd")
+        .arg(program)
+        .output()
+        .with_context(|| format!("ldd {}", program.display()))?;
+    if !out.status.success() {
+        bail!(
+            "{} is missing or not a program: run `cargo xtask setup`",
+            program.display()
+        );
+    }
+    let mut files = vec![program.to_path_buf()];
+    files.extend(ldd_paths(&String::from_utf8_lossy(&out.stdout)));
+    files
+        .into_iter()
+        .map(|f| {
+            let data = std::fs::read(&f).with_context(|| f.display().to_string())?;
+            let rel = f.to_string_lossy().trim_start_matches('/').to_string();
+            Ok((rel, data))
+        })
+        .collect()
+}
+
+/// The absolute paths in `ldd` output ("libx.so => /lib/.. (0x..)" and
+/// "/lib64/ld-linux-x86-64.so.2 (0x..)").
+fn ldd_paths(ldd: &str) -> Vec<PathBuf> {
+    ldd.lines()
+        .filter_map(|l| {
+            let l = l.split(" (0x").next()?.trim();
+            let p = l.rsplit("=> ").next()?.trim();
+            p.starts_with('/').then(|| PathBuf::from(p))
+        })
+        .collect()
+}
+
 /// `overlay` is a folder [`find_overlay`] returned.
 pub fn build(driver: &Path, tools: &Path, overlay: Option<&Path>) -> Result<PathBuf> {
     let _s = Step::new("build initramfs");
@@ -32,7 +74,7 @@ pub fn build(driver: &Path, tools: &Path, overlay: Option<&Path>) -> Result<Path
     if !applets.status.success() {
         bail!("{} --list-full failed", busybox.display());
     }
-    let archive = assemble(
+    let mut archive = assemble(
         std::fs::read(busybox)?,
         &String::from_utf8_lossy(&applets.stdout),
         std::fs::read(driver).with_context(|| driver.display().to_string())?,
@@ -40,6 +82,11 @@ pub fn build(driver: &Path, tools: &Path, overlay: Option<&Path>) -> Result<Path
         &root().join(BASE),
         overlay,
     )?;
+    for (path, data) in host_program(Path::new(ETHTOOL))? {
+        if archive.get(&path).is_none() {
+            archive.insert(&path, Node::File { mode: 0o755, data })?;
+        }
+    }
     let out = out_dir().join("initramfs.cpio");
     let tmp = out.with_extension("cpio.tmp");
     std::fs::write(&tmp, archive.to_bytes())?;
@@ -147,6 +194,19 @@ pub fn assemble(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ldd_output_gives_library_paths() {
+        let out = "\tlinux-vdso.so.1 (0x00007ffc)\n\tlibmnl.so.0 => /lib/x86_64-linux-gnu/libmnl.so.0 (0x00007f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x00007f)\n\t/lib64/ld-linux-x86-64.so.2 (0x00007f)\n";
+        assert_eq!(
+            ldd_paths(out),
+            vec![
+                PathBuf::from("/lib/x86_64-linux-gnu/libmnl.so.0"),
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                PathBuf::from("/lib64/ld-linux-x86-64.so.2"),
+            ]
+        );
+    }
 
     #[test]
     fn missing_overlay_is_a_clear_error() {
