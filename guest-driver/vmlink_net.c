@@ -56,6 +56,8 @@ enum vml_stat {
 	ST_DOORBELLS, ST_INTERRUPTS, ST_RX_ZEROCOPY, ST_RX_COPIED,
 	ST_LAZY_COPIES, ST_TX_DROPS, ST_RX_DROPS, ST_TX_BUSY,
 	ST_LINK_RESETS, ST_MEDIATED,
+	/* Gauges, filled when read. */
+	ST_RX_HELD, ST_TX_FREE, ST_TX_STOPPED,
 	ST_FAULT0,
 	ST_COUNT = ST_FAULT0 + VML_FAULT_KINDS,
 };
@@ -65,6 +67,7 @@ static const char vml_stat_names[][ETH_GSTRING_LEN] = {
 	"doorbells", "interrupts", "rx_zerocopy", "rx_copied",
 	"lazy_copies", "tx_drops", "rx_drops", "tx_busy",
 	"link_resets", "tx_mediated",
+	"rx_held", "tx_free", "tx_stopped",
 	"fault_none", "fault_bad_buffer", "fault_bad_length", "fault_bad_flags",
 	"fault_too_many_frags", "fault_index_jump", "fault_bad_return",
 	"fault_double_return",
@@ -674,6 +677,9 @@ static void vml_get_ethtool_stats(struct net_device *ndev, struct ethtool_stats 
 	struct vml_priv *p = netdev_priv(ndev);
 	int i;
 
+	atomic64_set(&p->st[ST_RX_HELD], atomic_read(&p->held));
+	atomic64_set(&p->st[ST_TX_FREE], READ_ONCE(p->pool.nfree));
+	atomic64_set(&p->st[ST_TX_STOPPED], netif_queue_stopped(ndev));
 	for (i = 0; i < ST_COUNT; i++)
 		data[i] = atomic64_read(&p->st[i]);
 	for (i = 0; i < VMLINK_STAT_COUNT; i++) {
