@@ -281,6 +281,21 @@ static void vml_check_link(struct vml_priv *p)
 static u32 vml_ring_free(struct vml_priv *p);
 
 /*
+ * Whether `need` more buffers may go out. Besides free buffers and ring
+ * slots, the buffers out at once stay within the ring size: the peer hands
+ * each back through its return ring of ring_entries slots, and it must
+ * never have more to return than that ring holds (there are about twice as
+ * many buffers as slots).
+ */
+static bool vml_tx_room(struct vml_priv *p, u32 need)
+{
+	u32 out = p->pool.count - p->pool.nfree;
+
+	return p->pool.nfree >= need && vml_ring_free(p) >= need &&
+	       out + need <= p->entries;
+}
+
+/*
  * Takes back what the peer returned. While the queue is stopped, asks for
  * an interrupt at the next return (ret_event = what we consume next) and
  * looks once more, since a return may have landed before the peer saw the
@@ -306,7 +321,7 @@ static void vml_reclaim_tx(struct vml_priv *p)
 		WRITE_ONCE(p->own_ctl->ret_cons, p->ret_cons);
 		if (!netif_queue_stopped(p->ndev))
 			break;
-		if (p->pool.nfree >= VMLINK_MAX_FRAGS && vml_ring_free(p) >= VMLINK_MAX_FRAGS) {
+		if (vml_tx_room(p, VMLINK_MAX_FRAGS)) {
 			wake = true;
 			break;
 		}
@@ -337,10 +352,8 @@ static netdev_tx_t vml_xmit_mediated(struct vml_priv *p, struct sk_buff *skb)
 	if (skb_linearize(skb) || skb->len > VMLINK_BUFFER_SIZE)
 		goto drop;
 	spin_lock_irqsave(&p->tx_lock, flags);
-	buf = vml_pool_get(&p->pool);
-	if (buf < 0 || vml_ring_free(p) == 0) {
-		if (buf >= 0)
-			vml_pool_put(&p->pool, buf);
+	buf = vml_tx_room(p, 1) ? vml_pool_get(&p->pool) : -1;
+	if (buf < 0) {
 		netif_stop_queue(p->ndev);
 		spin_unlock_irqrestore(&p->tx_lock, flags);
 		vml_count(p, ST_TX_BUSY, 1);
@@ -394,7 +407,7 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 			goto drop;
 	}
 	spin_lock_irqsave(&p->tx_lock, flags);
-	if (p->pool.nfree < need || vml_ring_free(p) < need) {
+	if (!vml_tx_room(p, need)) {
 		/* vml_reclaim_tx asks for an interrupt when buffers come
 		 * back, and wakes the queue if they already have. */
 		netif_stop_queue(ndev);
