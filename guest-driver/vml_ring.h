@@ -189,4 +189,28 @@ static inline long vml_reclaim(const __u32 *ret_ring, __u32 entries,
 	return got;
 }
 
+/*
+ * Whether the receiver may hold (zero-copy) a frame of `count` more of the
+ * sender's buffers while it already holds `held`. The sender keeps at most
+ * min(buffer_count, ring_entries) buffers out (vml_tx_room in the driver)
+ * and restarts a stopped queue only once a largest frame fits, so what the
+ * receiver holds must always leave VMLINK_MAX_FRAGS of them, or a reader
+ * that waits (an unread socket, TCP waiting for a retransmission stuck
+ * behind the stopped queue) stalls the channel; beyond half of them a slow
+ * reader crowds out other flows. Past the limit the receiver copies and
+ * hands the buffers back at once (lazy copy).
+ */
+static inline int vml_rx_may_hold(__u32 held, __u32 count, __u32 buffer_count,
+				  __u32 entries)
+{
+	__u32 cap = buffer_count < entries ? buffer_count : entries;
+	__u32 limit = cap / 2;
+
+	if (cap < VMLINK_MAX_FRAGS)
+		return 0;
+	if (limit > cap - VMLINK_MAX_FRAGS)
+		limit = cap - VMLINK_MAX_FRAGS;
+	return held <= limit && count <= limit - held;
+}
+
 #endif /* VML_RING_H */

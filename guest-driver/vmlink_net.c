@@ -551,7 +551,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 	while (p->peer_up && done < budget) {
 		u32 prod = READ_ONCE(p->peer_ctl->tx_prod);
 		struct sk_buff *skb;
-		bool copy;
+		bool copy, lazy;
 		int r;
 
 		smp_rmb();
@@ -568,9 +568,15 @@ static int vml_poll(struct napi_struct *napi, int budget)
 			continue;
 		}
 		p->faults_in_row = 0;
-		/* A slow reader holds the peer's buffers: past half of them,
-		 * copy instead, so the sender never runs dry. */
-		copy = !p->zerocopy || atomic_read(&p->held) > (int)(p->nbuf / 2);
+		/* A slow reader holds the peer's buffers: past the limit of
+		 * vml_rx_may_hold, copy instead, so the sender never runs
+		 * dry. A frame of more buffers than an skb has fragment slots
+		 * (only a misbehaving peer sends one: MAX_FRAGS is one more
+		 * than MAX_SKB_FRAGS) is copied too. */
+		lazy = p->zerocopy &&
+		       !vml_rx_may_hold((u32)atomic_read(&p->held), f.count,
+					p->nbuf, p->entries);
+		copy = !p->zerocopy || lazy || f.count > MAX_SKB_FRAGS;
 		skb = copy ? vml_rx_copy(p, &f) : vml_rx_zerocopy(p, &f);
 		if (!skb) {
 			vml_return_frame(p, &f);
@@ -578,7 +584,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 			continue;
 		}
 		if (copy)
-			vml_count(p, p->zerocopy ? ST_LAZY_COPIES : ST_RX_COPIED, 1);
+			vml_count(p, lazy ? ST_LAZY_COPIES : ST_RX_COPIED, 1);
 		else
 			vml_count(p, ST_RX_ZEROCOPY, 1);
 		skb->protocol = eth_type_trans(skb, p->ndev);
@@ -662,12 +668,36 @@ static int vml_change_mtu(struct net_device *ndev, int mtu)
 	return 0;
 }
 
+/*
+ * The stack found the queue stopped for watchdog_timeo: every way buffers
+ * come back raises an interrupt, so this is a lost notification or a peer
+ * that stopped returning. Say where each index stands, then poke both
+ * sides (our poll reclaims, the peer's poll reads our ring and returns
+ * what it can) so one lost interrupt does not cost the link.
+ */
+static void vml_tx_timeout(struct net_device *ndev, unsigned int txqueue)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+
+	netdev_warn(ndev, "tx stalled: peer %s, %u buffers free of %u, %u ring slots free, tx_prod %u peer rx_cons %u rx_event %u, ret_cons %u peer ret_prod %u our ret_event %u; receiving: rx_cons %u peer tx_prod %u, holding %d, ret_prod %u peer ret_event %u\n",
+		    p->peer_up ? "up" : "down", p->pool.nfree, p->pool.count,
+		    vml_ring_free(p), p->tx_prod, READ_ONCE(p->peer_ctl->rx_cons),
+		    READ_ONCE(p->peer_ctl->rx_event), p->ret_cons,
+		    READ_ONCE(p->peer_ctl->ret_prod), READ_ONCE(p->own_ctl->ret_event),
+		    p->rx_cons, READ_ONCE(p->peer_ctl->tx_prod), atomic_read(&p->held),
+		    READ_ONCE(p->own_ctl->ret_prod), READ_ONCE(p->peer_ctl->ret_event));
+	if (p->peer_up)
+		vml_doorbell(p);
+	napi_schedule(&p->napi);
+}
+
 static const struct net_device_ops vml_netdev_ops = {
 	.ndo_open = vml_open,
 	.ndo_stop = vml_stop,
 	.ndo_start_xmit = vml_start_xmit,
 	.ndo_get_stats64 = vml_get_stats64,
 	.ndo_change_mtu = vml_change_mtu,
+	.ndo_tx_timeout = vml_tx_timeout,
 	.ndo_set_mac_address = eth_mac_addr,
 	.ndo_validate_addr = eth_validate_addr,
 };
@@ -838,6 +868,8 @@ static int vml_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 		ndev->features = ndev->hw_features | NETIF_F_HIGHDMA;
 		netif_set_tso_max_size(ndev, VMLINK_MAX_FRAGS * VMLINK_BUFFER_SIZE - 2 * VMLINK_BUFFER_SIZE);
 	}
+	/* Long, for guest time under emulation: only a stall gets there. */
+	ndev->watchdog_timeo = 10 * HZ;
 	netif_napi_add(ndev, &p->napi, vml_poll);
 	netif_carrier_off(ndev);
 

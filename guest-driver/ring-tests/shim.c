@@ -38,3 +38,8 @@ long shim_reclaim(const __u32 *ret_ring, __u32 entries, __u32 ret_prod,
 {
 	return vml_reclaim(ret_ring, entries, ret_prod, ret_cons, p, faults);
 }
+
+int shim_rx_may_hold(__u32 held, __u32 count, __u32 buffer_count, __u32 entries)
+{
+	return vml_rx_may_hold(held, count, buffer_count, entries);
+}

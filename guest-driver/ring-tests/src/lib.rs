@@ -67,6 +67,7 @@ extern "C" {
         p: *mut Pool,
         faults: *mut u64,
     ) -> i64;
+    pub fn shim_rx_may_hold(held: u32, count: u32, buffer_count: u32, entries: u32) -> i32;
 }
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
@@ -395,6 +396,40 @@ mod tests {
             }
             assert!(faults[fault::DOUBLE_RETURN as usize] > 0);
             assert!(faults[fault::BAD_RETURN as usize] > 0);
+        }
+    }
+
+    /// What a receiver holds never keeps the sender from a largest frame
+    /// (it has at most min(buffers, ring entries) out), whatever the
+    /// layout; and a receiver holding little takes frames zero-copy.
+    #[test]
+    fn held_buffers_always_leave_the_sender_a_largest_frame() {
+        let mut rng = Rng(11);
+        for _ in 0..20_000 {
+            let nbuf = MAX_FRAGS + rng.below(9000) as u32;
+            let entries = 1u32 << (4 + rng.below(9));
+            let cap = nbuf.min(entries);
+            let mut held = 0u32;
+            for _ in 0..50 {
+                let count = 1 + rng.below(u64::from(MAX_FRAGS)) as u32;
+                // SAFETY: pure function.
+                if unsafe { shim_rx_may_hold(held, count, nbuf, entries) } == 1 {
+                    held += count;
+                    assert!(
+                        held + MAX_FRAGS <= cap,
+                        "nbuf {nbuf} entries {entries} held {held}"
+                    );
+                } else if held > 0 && rng.below(3) == 0 {
+                    held -= 1 + rng.below(u64::from(held)) as u32;
+                }
+            }
+            if cap >= 4 * MAX_FRAGS {
+                // SAFETY: pure function.
+                assert_eq!(
+                    unsafe { shim_rx_may_hold(0, MAX_FRAGS - 1, nbuf, entries) },
+                    1
+                );
+            }
         }
     }
 
