@@ -21,8 +21,6 @@ struct Side {
     attached: AtomicBool,
     /// A notification waits for this side's guest.
     pending: AtomicBool,
-    /// Generation of this side's header state word.
-    gen: AtomicU32,
     doorbells: AtomicU64,
     interrupts: AtomicU64,
     mediated: AtomicU64,
@@ -83,19 +81,15 @@ impl Channel {
         &self.frames.layout
     }
 
-    /// The state word of `side`'s header: what `side` sees of its peer.
-    fn state_word(&self, side: usize) -> &AtomicU32 {
-        let at = self.frames.header_hpa[side] + core::mem::offset_of!(Header, peer_state) as u64;
+    /// The u32 field at `offset` of `side`'s header (`peer_state`: what
+    /// `side` sees of its peer; `state_gen`: its generation).
+    fn header_word(&self, side: usize, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4) && offset < core::mem::size_of::<Header>());
+        let at = self.frames.header_hpa[side] + offset as u64;
         // SAFETY: inside the header page this channel owns (see `new`),
         // 4-byte aligned (Header is repr(C) with an 8-byte alignment and
-        // the field at a multiple of 4); guests map it read-only, so only
-        // this module writes it, and only through atomics.
-        unsafe { &*(at as *const AtomicU32) }
-    }
-
-    fn gen_word(&self, side: usize) -> &AtomicU32 {
-        let at = self.frames.header_hpa[side] + core::mem::offset_of!(Header, state_gen) as u64;
-        // SAFETY: as in `state_word`.
+        // its u32 fields at multiples of 4); guests map it read-only, so
+        // only this module writes it, and only through atomics.
         unsafe { &*(at as *const AtomicU32) }
     }
 
@@ -109,9 +103,10 @@ impl Channel {
         if peer.attached.load(Ordering::SeqCst) {
             word |= peer_state::ATTACHED;
         }
-        self.state_word(side).store(word, Ordering::SeqCst);
-        let gen = self.sides[side].gen.fetch_add(1, Ordering::SeqCst) + 1;
-        self.gen_word(side).store(gen, Ordering::SeqCst);
+        self.header_word(side, core::mem::offset_of!(Header, peer_state))
+            .store(word, Ordering::SeqCst);
+        self.header_word(side, core::mem::offset_of!(Header, state_gen))
+            .fetch_add(1, Ordering::SeqCst);
         self.notify(side);
     }
 
@@ -205,12 +200,6 @@ impl Channel {
         self.sides[side].pending.swap(false, Ordering::SeqCst)
     }
 
-    /// Whether a notification waits for `side`, without clearing it (for
-    /// the idle loop).
-    pub fn is_pending(&self, side: usize) -> bool {
-        self.sides[side].pending.load(Ordering::SeqCst)
-    }
-
     /// Counts an interrupt injected into `side`'s guest.
     pub fn injected(&self, side: usize) {
         self.sides[side].interrupts.fetch_add(1, Ordering::Relaxed);
@@ -290,7 +279,6 @@ mod tests {
         KICKS.lock().unwrap().clear();
         assert_eq!(ch.doorbell(0), 0);
         assert_eq!(ch.doorbell(0), 0);
-        assert!(ch.is_pending(1));
         assert_eq!(ch.stats(0).doorbells, 2);
         // Two doorbells before vm1 looked: one kick.
         assert_eq!(*KICKS.lock().unwrap(), vec![7]);

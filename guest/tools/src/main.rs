@@ -49,7 +49,7 @@ fn main() -> ExitCode {
             _ => usage(),
         },
         Some(cmd @ ("udp-send" | "udp-recv")) => {
-            let num = |i: usize| args.get(i).and_then(|a| a.parse::<u64>().ok());
+            let num = |i| num_arg(&args, i);
             let r = match (cmd, args.get(1), num(1), num(2), num(3)) {
                 ("udp-send", Some(to), _, Some(size), Some(n)) => {
                     udp::send(to, size as usize, n as u32)

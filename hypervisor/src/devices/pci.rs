@@ -220,11 +220,10 @@ impl PciBus {
         };
         let mask = width.checked_shl(shift).unwrap_or(0);
         let value = value.checked_shl(shift).unwrap_or(0);
-        let channel_dev = matches!(self.selected(), Some((d, 0, _)) if d == ids::DEVICE);
-        if let (true, Some((_, _, reg)), Some(c)) =
-            (channel_dev, self.selected(), self.channel.as_mut())
-        {
-            c.write(reg, value, mask);
+        if let (Some((d, 0, reg)), Some(c)) = (self.selected(), self.channel.as_mut()) {
+            if d == ids::DEVICE {
+                c.write(reg, value, mask);
+            }
         }
     }
 }

@@ -64,10 +64,9 @@ pub fn dispatch(call: Call, caller: &Caller) -> i64 {
     match call.nr {
         nr::VERSION => return i64::from(vmlink_abi::ABI_VERSION),
         nr::STATS => {
-            return caller
-                .counters
-                .get(call.args[0] as usize)
-                .filter(|_| call.args[0] < stat::COUNT)
+            return usize::try_from(call.args[0])
+                .ok()
+                .and_then(|i| caller.counters.get(i))
                 .map_or(HC_ERR_INVALID, |&v| v.min(i64::MAX as u64) as i64)
         }
         _ => {}

@@ -229,7 +229,8 @@ impl<V: Vcpu> Vm<V> {
             let now = self.vcpu.now();
             self.platform.poll_input();
             self.platform.poll(now);
-            if self.platform.pending_interrupt().is_some() || self.platform.channel_pending() {
+            // `poll` turned any channel notification into an interrupt.
+            if self.platform.pending_interrupt().is_some() {
                 return None;
             }
             if !self.vcpu.interrupts_enabled() && self.platform.next_deadline().is_none() {

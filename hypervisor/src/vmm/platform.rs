@@ -131,11 +131,6 @@ impl Platform {
         (off < ch.layout().region_size).then_some(off)
     }
 
-    /// Whether a channel notification waits (the idle loop's question).
-    pub fn channel_pending(&self) -> bool {
-        self.channel.is_some_and(|(c, s)| c.is_pending(s))
-    }
-
     /// Hands console input to the guest's UART. Called while the guest
     /// idles (a guest waiting for input is halted), not on every exit: under
     /// nested virtualization each host port read is itself an exit.
