@@ -167,6 +167,18 @@ static bool vmlink_detect(char sig[13])
 	       edx == VMLINK_CPUID_SIGNATURE_EDX;
 }
 
+/*
+ * Publishes a producer index once the entries it covers are written, then
+ * says whether the peer asked to be told (its event index passed).
+ */
+static bool vml_publish(u32 *prod, u32 new_idx, u32 old, const u32 *peer_event)
+{
+	smp_wmb();
+	WRITE_ONCE(*prod, new_idx);
+	smp_mb();
+	return vml_need_event(READ_ONCE(*peer_event), new_idx, old);
+}
+
 /* --- returning the peer's buffers ------------------------------------ */
 
 /* Appends buffer numbers to our return ring and tells the peer if it
@@ -183,10 +195,8 @@ static void vml_return(struct vml_priv *p, const u32 *bufs, u32 n, u32 epoch)
 		for (i = 0; i < n; i++)
 			WRITE_ONCE(p->own_ret[(old + i) & (p->entries - 1)], bufs[i]);
 		p->ret_prod = old + n;
-		smp_wmb();
-		WRITE_ONCE(p->own_ctl->ret_prod, p->ret_prod);
-		smp_mb();
-		ring = vml_need_event(READ_ONCE(p->peer_ctl->ret_event), p->ret_prod, old);
+		ring = vml_publish(&p->own_ctl->ret_prod, p->ret_prod, old,
+				   &p->peer_ctl->ret_event);
 	}
 	spin_unlock_irqrestore(&p->ret_lock, flags);
 	if (ring)
@@ -440,10 +450,7 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 		off += len;
 	}
 	p->tx_prod = old + need;
-	smp_wmb();
-	WRITE_ONCE(p->own_ctl->tx_prod, p->tx_prod);
-	smp_mb();
-	ring = vml_need_event(READ_ONCE(p->peer_ctl->rx_event), p->tx_prod, old);
+	ring = vml_publish(&p->own_ctl->tx_prod, p->tx_prod, old, &p->peer_ctl->rx_event);
 	spin_unlock_irqrestore(&p->tx_lock, flags);
 	if (ring)
 		vml_doorbell(p);

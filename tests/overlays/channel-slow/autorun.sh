@@ -5,13 +5,8 @@
 # full rate and arrive intact. vm1's driver copies out instead of holding
 # more than half of the buffers (lazy_copies).
 N=4194304
-carrier() { cat /sys/class/net/vml0/carrier 2>/dev/null; }
-i=0
-until [ "$(carrier)" = 1 ]; do
-    i=$((i + 1))
-    if [ $i -gt 3000000 ]; then echo "chan: ERROR: no carrier"; exit 1; fi
-done
-if grep -q 'vmlink.name=vm1' /proc/cmdline; then peer=10.0.0.1; else peer=10.0.0.2; fi
+. /lib/vmlink/channel.sh
+wait_carrier 1 || exit 1
 until ping -c 1 -W 2 $peer >/dev/null; do :; done
 if [ $peer = 10.0.0.1 ]; then
     # The unread socket: accepted, never read.

@@ -2,13 +2,8 @@
 # Traffic over a channel of another size: ping both ways, then 4 MiB over
 # TCP from vm0 to vm1, checked on the receiver (vmlink-guest gen/check).
 N=4194304 # 4 MiB
-carrier() { cat /sys/class/net/vml0/carrier 2>/dev/null; }
-i=0
-until [ "$(carrier)" = 1 ]; do
-    i=$((i + 1))
-    if [ $i -gt 3000000 ]; then echo "chan: ERROR: no carrier"; exit 1; fi
-done
-if grep -q 'vmlink.name=vm1' /proc/cmdline; then peer=10.0.0.1; else peer=10.0.0.2; fi
+. /lib/vmlink/channel.sh
+wait_carrier 1 || exit 1
 ethtool -S vml0 >/dev/null
 until ping -c 1 -W 2 $peer >/dev/null; do :; done
 ping -c 5 -i 0.05 $peer | tail -2

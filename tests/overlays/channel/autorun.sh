@@ -9,18 +9,7 @@
 # through the network.
 BIG=67108864 # 64 MiB
 SMALL=1048576
-carrier() { cat /sys/class/net/vml0/carrier 2>/dev/null; }
-wait_carrier() {
-    i=0
-    until [ "$(carrier)" = "$1" ]; do
-        i=$((i + 1))
-        if [ $i -gt 3000000 ]; then
-            echo "chan: ERROR: carrier never became $1"
-            return 1
-        fi
-    done
-    return 0
-}
+. /lib/vmlink/channel.sh
 up() { cut -d' ' -f1 /proc/uptime; }
 stats() { ethtool -S vml0 | grep -E 'rx_zerocopy|rx_copied|lazy|drops|fault_[a-z_]*: [1-9]|doorbells|interrupts|packets' | sed "s/^/$1: /"; }
 send() { # peer port bytes seed
@@ -33,11 +22,6 @@ receive() {
     echo "check: tcp $4: $(cat /tmp/rx.$1) (t=$(up))"
 }
 
-if grep -q 'vmlink.name=vm1' /proc/cmdline; then
-    peer=10.0.0.1
-else
-    peer=10.0.0.2
-fi
 wait_carrier 1 || exit 1
 echo "chan: link up, $(ip -o -4 addr show vml0 | awk '{print $4}')"
 until ping -c 1 -W 2 $peer >/dev/null; do :; done
