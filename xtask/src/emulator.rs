@@ -15,7 +15,7 @@ use anyhow::{bail, Context, Result};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{IsTerminal, Write};
+use std::io::{IsTerminal, Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -201,16 +201,9 @@ pub fn auto_choice(kvm_device: bool, cpuinfo: &str) -> (Choice, &'static str) {
     }
 }
 
-/// `cargo xtask run`: boots the built image and shows its console.
-pub fn run_interactive(
-    a: &Artifacts,
-    part: &Partition,
-    choice: Choice,
-    cpus: u32,
-    timeout: Option<u64>,
-    batch: bool,
-) -> Result<()> {
-    let choice = match choice {
+/// `auto` made concrete for this host (and said why).
+pub fn resolve(choice: Choice) -> Choice {
+    match choice {
         Choice::Auto => {
             let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
             let (c, why) = auto_choice(Path::new("/dev/kvm").exists(), &cpuinfo);
@@ -218,7 +211,22 @@ pub fn run_interactive(
             c
         }
         c => c,
-    };
+    }
+}
+
+/// The emulator in words, for reports: whether its time is real.
+pub fn describe(choice: Choice) -> String {
+    match choice {
+        Choice::Bochs | Choice::Auto => {
+            format!("Bochs ({DEFAULT_BOCHS_CPU}, {BOCHS_IPS} instructions per emulated second)")
+        }
+        Choice::QemuKvm | Choice::QemuKvmIso => "QEMU/KVM with nested VT-x (real time)".to_string(),
+        Choice::QemuTcg => "QEMU TCG (no VT-x)".to_string(),
+    }
+}
+
+/// How to boot `part` with the chosen (resolved) emulator.
+pub fn kind_for(choice: Choice, a: &Artifacts, part: &Partition) -> Result<Kind> {
     let modules = crate::partition::modules(part)?;
     let multiboot = |accel| Kind::QemuMultiboot {
         accel,
@@ -228,8 +236,8 @@ pub fn run_interactive(
         modules: modules.clone(),
     };
     let iso = || iso::build_with(&a.hypervisor, part, iso::HV_CMDLINE);
-    let kind = match choice {
-        Choice::Auto => unreachable!(),
+    Ok(match choice {
+        Choice::Auto => bail!("resolve the emulator choice first"),
         Choice::Bochs => Kind::BochsIso {
             iso: iso()?,
             cpu_model: DEFAULT_BOCHS_CPU.to_string(),
@@ -241,7 +249,20 @@ pub fn run_interactive(
             cpu_model: None,
             iso: iso()?,
         },
-    };
+    })
+}
+
+/// `cargo xtask run`: boots the built image and shows its console.
+pub fn run_interactive(
+    a: &Artifacts,
+    part: &Partition,
+    choice: Choice,
+    cpus: u32,
+    timeout: Option<u64>,
+    batch: bool,
+) -> Result<()> {
+    let choice = resolve(choice);
+    let kind = kind_for(choice, a, part)?;
     if matches!(kind, Kind::BochsIso { .. }) && !batch {
         eprintln!("==> Bochs' serial console is output only; Ctrl-C stops it");
     }
@@ -583,6 +604,7 @@ pub fn boot(b: &Boot) -> Result<Capture> {
         .spawn()
         .with_context(|| format!("cannot start {:?}", cmd.get_program()))?;
     let mut tail = Tail::new(&com1);
+    let mut screen = is_bochs.then(|| ScreenDrain::new(&tty_out));
     let mut lines = Vec::new();
     let mut halted: Option<(String, Instant)> = None;
     let mut exited = None;
@@ -604,6 +626,9 @@ pub fn boot(b: &Boot) -> Result<Capture> {
         let _ = out.flush();
     };
     loop {
+        if let Some(d) = screen.as_mut() {
+            d.poll();
+        }
         let status = child.try_wait()?;
         let new = if status.is_some() {
             tail.finish()
@@ -664,6 +689,81 @@ pub fn boot(b: &Boot) -> Result<Capture> {
         serial_log: com1,
         emulator_logs,
     })
+}
+
+/// Reads and discards what Bochs's `term` display draws.
+///
+/// The Bochs in Debian has its debugger built in, so the term display does
+/// not draw on Bochs's own terminal: it opens a new pseudo-terminal and
+/// says "Bochs connected to screen /dev/pts/N". Nobody reads that screen in
+/// a batch run, and once its buffer fills (after tens of seconds of guest
+/// time: the VGA cursor is redrawn periodically) Bochs blocks in write()
+/// and the whole emulated machine stops. This opens the screen, puts it in
+/// raw mode (so nothing is echoed back to Bochs as keystrokes) and drains it
+/// on a thread until Bochs closes it.
+struct ScreenDrain {
+    tty_out: PathBuf,
+    started: bool,
+}
+
+impl ScreenDrain {
+    fn new(tty_out: &Path) -> Self {
+        ScreenDrain {
+            tty_out: tty_out.to_path_buf(),
+            started: false,
+        }
+    }
+
+    fn poll(&mut self) {
+        if self.started {
+            return;
+        }
+        let Ok(text) = fs::read_to_string(&self.tty_out) else {
+            return;
+        };
+        let Some(path) = screen_path(&text) else {
+            return;
+        };
+        self.started = true;
+        match drain_screen(&path) {
+            Ok(()) => {}
+            Err(e) => eprintln!("==> warning: cannot drain Bochs's screen {path}: {e}"),
+        }
+    }
+}
+
+/// The pseudo-terminal the term display announced in Bochs's output.
+fn screen_path(tty_out: &str) -> Option<String> {
+    let rest = tty_out.split("Bochs connected to screen \"").nth(1)?;
+    let path = rest.split('"').next()?;
+    path.starts_with("/dev/").then(|| path.to_string())
+}
+
+fn drain_screen(path: &str) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NOCTTY)
+        .open(path)?;
+    // SAFETY: `t` is a plain C struct that tcgetattr fills in; the fd is
+    // open for the duration of both calls.
+    unsafe {
+        let mut t: libc::termios = std::mem::zeroed();
+        if libc::tcgetattr(f.as_raw_fd(), &mut t) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        libc::cfmakeraw(&mut t);
+        if libc::tcsetattr(f.as_raw_fd(), libc::TCSANOW, &t) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while matches!(f.read(&mut buf), Ok(n) if n > 0) {}
+    });
+    Ok(())
 }
 
 /// Stops `child` and everything it started (`script` puts Bochs in a
@@ -911,5 +1011,13 @@ mod tests {
             Outcome::TimedOut(Duration::from_secs(5)).to_string(),
             "timed out after 5s"
         );
+    }
+
+    #[test]
+    fn finds_the_screen_bochs_announces() {
+        let out = "! lt_dlhandle is 0x1\nBochs connected to screen \"/dev/pts/7\"\nNext at t=0\n";
+        assert_eq!(screen_path(out).as_deref(), Some("/dev/pts/7"));
+        assert_eq!(screen_path("Next at t=0\n"), None);
+        assert_eq!(screen_path("Bochs connected to screen \"x\""), None);
     }
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: builds the hypervisor image and the guest payloads, boots
 //! them in an emulator and runs the test scenarios.
 
+mod bench;
 mod deps;
 mod emulator;
 mod guest;
@@ -60,6 +61,17 @@ enum Cmd {
         #[arg(long, default_value_t = 2)]
         cpus: u32,
     },
+    /// The channel benchmark: every path of the comparison in one run,
+    /// tables under target/bench/.
+    Bench {
+        /// auto, bochs, qemu-kvm or qemu-tcg.
+        #[arg(long, default_value = "auto")]
+        emulator: emulator::Choice,
+        /// One size, one repetition, every path: checks that it completes
+        /// with no data lost (what the CI test run does).
+        #[arg(long)]
+        smoke: bool,
+    },
     /// Run the host unit tests and the emulator scenarios.
     Test {
         /// Only run the scenarios whose name contains this text.
@@ -106,6 +118,10 @@ fn main() -> Result<()> {
             };
             let part = out.partition(&build, machine)?;
             emulator::run_interactive(&out, &part, emulator, cpus, timeout, batch)
+        }
+        Cmd::Bench { emulator, smoke } => {
+            deps::ensure()?;
+            bench::run(emulator, smoke)
         }
         Cmd::Test { filter, unit_only } => {
             deps::ensure()?;

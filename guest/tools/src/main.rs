@@ -4,6 +4,7 @@
 //! 0x40000001) where this VM runs, so tests can assert on what the guest
 //! itself learned rather than on what the hypervisor logged.
 
+mod bench;
 mod placement;
 mod stream;
 mod udp;
@@ -70,9 +71,42 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Some(cmd @ ("bench-serve" | "bench-stop" | "bench-rr" | "bench-bulk" | "bench-copy")) => {
+            let num = |i| num_arg(&args, i);
+            let r = match (cmd, args.get(1), args.get(2)) {
+                ("bench-serve", _, _) => bench::serve(),
+                ("bench-stop", Some(peer), _) => bench::stop(peer),
+                ("bench-rr", Some(proto), Some(peer)) => match (num(3), num(4)) {
+                    (Some(size), Some(reps)) => bench::rr(proto, peer, size as usize, reps as u32),
+                    _ => Err(BENCH_USAGE.into()),
+                },
+                ("bench-bulk", Some(peer), _) => match (num(2), num(3)) {
+                    (Some(bytes), Some(seed)) => bench::bulk(peer, bytes, seed),
+                    _ => Err(BENCH_USAGE.into()),
+                },
+                ("bench-copy", _, _) => match (num(1), num(2)) {
+                    (Some(size), Some(reps)) => bench::copy_cost(size as usize, reps as u32),
+                    _ => Err(BENCH_USAGE.into()),
+                },
+                _ => Err(BENCH_USAGE.into()),
+            };
+            match r {
+                Ok(m) => {
+                    println!("bench: {m}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("bench: ERROR: {cmd}: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         _ => usage(),
     }
 }
+
+const BENCH_USAGE: &str = "usage: bench-serve | bench-stop PEER | bench-rr udp|tcp PEER SIZE REPS \
+    | bench-bulk PEER BYTES SEED | bench-copy SIZE REPS";
 
 fn num_arg(args: &[String], i: usize) -> Option<u64> {
     args.get(i).and_then(|a| a.parse().ok())
@@ -81,7 +115,8 @@ fn num_arg(args: &[String], i: usize) -> Option<u64> {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vmlink-guest info | gen BYTES SEED | check BYTES SEED \
-         | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT"
+         | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT | bench-..."
     );
+    eprintln!("{BENCH_USAGE}");
     ExitCode::from(2)
 }

@@ -98,6 +98,11 @@ impl IoApic {
         Some((*e & 0xFF) as u8)
     }
 
+    /// Redirection entry `pin` (for diagnostics).
+    pub fn entry(&self, pin: u8) -> u64 {
+        self.redir.get(usize::from(pin)).copied().unwrap_or(0)
+    }
+
     /// The local APIC ended `vector`: level entries with it may fire again.
     pub fn eoi(&mut self, vector: u8) {
         for e in self.redir.iter_mut() {

@@ -80,6 +80,35 @@ impl core::fmt::Display for RefusedIpi {
     }
 }
 
+/// See [`LocalApic::summary`].
+pub struct LapicSummary {
+    irr: Option<u8>,
+    isr: Option<u8>,
+    tpr: u32,
+    timer_lvt: u32,
+    deadline_in: Option<i128>,
+}
+
+impl core::fmt::Display for LapicSummary {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        for (name, v) in [("irr", self.irr), ("isr", self.isr)] {
+            match v {
+                Some(v) => write!(f, "{name}={v:#x} ")?,
+                None => write!(f, "{name}=- ")?,
+            }
+        }
+        write!(
+            f,
+            "tpr={:#x} lvtt={:#x} timer_in=",
+            self.tpr, self.timer_lvt
+        )?;
+        match self.deadline_in {
+            Some(d) => write!(f, "{d}"),
+            None => write!(f, "off"),
+        }
+    }
+}
+
 #[derive(Clone)]
 pub struct LocalApic {
     id: u32,
@@ -283,6 +312,18 @@ impl LocalApic {
         let v = Self::highest(&self.isr)?;
         self.isr[usize::from(v / 32)] &= !(1 << (v % 32));
         Some(v)
+    }
+
+    /// One line of state for the hypervisor's `trace` sampler: the highest
+    /// pending and in-service vectors, TPR, and the timer relative to `now`.
+    pub fn summary(&self, now: u64) -> LapicSummary {
+        LapicSummary {
+            irr: Self::highest(&self.irr),
+            isr: Self::highest(&self.isr),
+            tpr: self.tpr,
+            timer_lvt: self.timer_lvt(),
+            deadline_in: self.next_deadline().map(|d| d as i128 - i128::from(now)),
+        }
     }
 
     /// Register read through the xAPIC page.

@@ -88,6 +88,18 @@ impl Uart {
         self.iir() & IIR_NONE == 0 && self.mcr & (1 << 3) != 0
     }
 
+    /// Interrupt-related state (for diagnostics).
+    pub fn summary(&self, out: &mut dyn core::fmt::Write) {
+        let _ = write!(
+            out,
+            "uart: ier={:#x} mcr={:#x} thre={} input={}",
+            self.ier,
+            self.mcr,
+            self.thre_pending,
+            self.input.len()
+        );
+    }
+
     pub fn io_read(&mut self, off: u8) -> u8 {
         let dlab = self.lcr & LCR_DLAB != 0;
         match off {

@@ -216,5 +216,11 @@ fn build(
         platform,
         stats: ExitStats::default(),
         xcr0_mask: host_xcr0_mask(),
+        // `trace`: a line of guest state every half second of TSC.
+        trace: boot
+            .cmdline()
+            .split_whitespace()
+            .any(|w| w == "trace")
+            .then(|| crate::vmm::Trace::new(tsc_hz / 2)),
     })
 }

@@ -52,6 +52,27 @@ pub struct Vm<V: Vcpu> {
     pub stats: ExitStats,
     /// Host-supported XCR0 bits a guest may enable.
     pub xcr0_mask: u64,
+    /// The `trace` sampler, when the hypervisor's command line asks for it.
+    pub trace: Option<Trace>,
+}
+
+/// Prints a line of guest state every `every` TSC ticks: where the guest
+/// is, what its interrupt controllers hold and how it exits. It is how a
+/// guest that stops making progress is diagnosed without a debugger.
+pub struct Trace {
+    pub every: u64,
+    next: u64,
+    last: ExitStats,
+}
+
+impl Trace {
+    pub fn new(every: u64) -> Self {
+        Trace {
+            every: every.max(1),
+            next: 0,
+            last: ExitStats::default(),
+        }
+    }
 }
 
 const GP: u8 = 13;
@@ -64,6 +85,7 @@ impl<V: Vcpu> Vm<V> {
             self.deliver_interrupts();
             let exit = self.vcpu.run();
             self.stats.count(&exit);
+            self.sample();
             if let Some(fate) = self.handle(exit) {
                 self.platform.flush_console(self.name);
                 return fate;
@@ -226,6 +248,7 @@ impl<V: Vcpu> Vm<V> {
     /// HLT: waits for the next interrupt (a timer, or console input).
     fn idle(&mut self) -> Option<Fate> {
         loop {
+            self.sample();
             let now = self.vcpu.now();
             self.platform.poll_input();
             self.platform.poll(now);
@@ -238,6 +261,36 @@ impl<V: Vcpu> Vm<V> {
             }
             core::hint::spin_loop();
         }
+    }
+
+    fn sample(&mut self) {
+        let Some(t) = self.trace.as_mut() else {
+            return;
+        };
+        let now = self.vcpu.now();
+        if now < t.next {
+            return;
+        }
+        t.next = now + t.every;
+        let mut line = alloc::string::String::new();
+        let _ = write!(
+            line,
+            "{}: trace rip={:#x} if={} interruptible={} ",
+            self.name,
+            self.vcpu.rip(),
+            self.vcpu.interrupts_enabled() as u8,
+            self.vcpu.interruptible() as u8,
+        );
+        self.platform.trace(now, &mut line);
+        let _ = write!(line, " exits:");
+        for (kind, n) in self.stats.nonzero() {
+            let d = n - t.last.get(kind);
+            if d > 0 {
+                let _ = write!(line, " {kind}+{d}");
+            }
+        }
+        t.last = self.stats.clone();
+        crate::log!("{line}");
     }
 
     /// Stops the VM with a report including the backend's register dump.

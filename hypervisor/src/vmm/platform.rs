@@ -164,6 +164,29 @@ impl Platform {
         }
     }
 
+    /// The device state the `trace` sampler prints.
+    pub fn trace(&self, now: u64, out: &mut dyn core::fmt::Write) {
+        let _ = write!(
+            out,
+            "{} pending={:?} uart_irq={} ioapic4={:#x} ",
+            self.lapic.summary(now),
+            self.lapic.pending(),
+            self.uart_irq,
+            self.ioapic.entry(COM1_IRQ),
+        );
+        self.uart.summary(out);
+        if let Some((ch, side)) = self.channel {
+            let s = ch.stats(side);
+            let _ = write!(
+                out,
+                " ch: doorbells={} interrupts={} msi={:?}",
+                s.doorbells,
+                s.interrupts,
+                self.pci.channel.as_ref().and_then(|f| f.msi_vector())
+            );
+        }
+    }
+
     pub fn pending_interrupt(&self) -> Option<u8> {
         self.lapic.pending()
     }

@@ -1,0 +1,34 @@
+#!/bin/sh
+# `cargo xtask bench`: one path of the comparison per boot. xtask chooses
+# the path through the partition configuration (region size, buffers) and
+# the driver's parameters (vmlink_net.* on the kernel command line), and the
+# workload through vmlink.bench_* words:
+#   sizes (comma-separated payload bytes), reps (round trips per size),
+#   bulk (bytes per bulk TCP transfer), bulk_reps.
+# vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
+# No sleeps: guest time is slow under Bochs.
+. /lib/vmlink/channel.sh
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmlink\.bench_$1=//p"; }
+
+wait_carrier 1 || exit 1
+if [ $peer = 10.0.0.1 ]; then
+    exec vmlink-guest bench-serve
+fi
+
+# The server is up once its TCP echo answers.
+until vmlink-guest bench-rr tcp $peer 64 1 >/dev/null 2>&1; do :; done
+echo "bench: start path=$(arg path) mtu=$(cat /sys/class/net/vml0/mtu)"
+vmlink-guest bench-copy 1500 200
+for size in $(arg sizes | tr , ' '); do
+    u=$size
+    [ "$u" -gt 65507 ] && u=65507 # the largest UDP payload
+    vmlink-guest bench-rr udp $peer $u "$(arg reps)"
+    vmlink-guest bench-rr tcp $peer $size "$(arg reps)"
+done
+i=0
+while [ $i -lt "$(arg bulk_reps)" ]; do
+    i=$((i + 1))
+    vmlink-guest bench-bulk $peer "$(arg bulk)" $i
+done
+vmlink-guest bench-stop $peer
+echo "bench: end"

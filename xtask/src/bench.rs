@@ -1,0 +1,750 @@
+//! `cargo xtask bench`: the paper's comparison (issue 6), every path
+//! measured in one run on the same emulator. Each path is one boot of both
+//! guests with its own partition configuration and driver parameters; the
+//! guests run `vmlink-guest bench-*` (tests/overlays/bench/autorun.sh) and
+//! print `bench:` lines, which this module turns into tables.
+
+use crate::emulator::{self, Boot, Choice, Console, Outcome};
+use crate::partition;
+use crate::util::{out_dir, root};
+use crate::BuildOpts;
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::fs;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// One way of moving frames between the guests.
+pub struct Path {
+    pub id: u8,
+    pub name: &'static str,
+    pub what: &'static str,
+    pub region_mib: u32,
+    /// Buffers per direction (0: as many as the region holds).
+    pub max_buffers: u32,
+    /// Driver parameters, as kernel command-line words.
+    pub params: &'static str,
+}
+
+pub const PATHS: [Path; 4] = [
+    Path {
+        id: 1,
+        name: "mediated",
+        what: "hypervisor-mediated: a hypercall per frame, the hypervisor copies it",
+        region_mib: 64,
+        max_buffers: 0,
+        params: "vmlink_net.tx_mode=mediated",
+    },
+    Path {
+        id: 2,
+        name: "xenloop",
+        what: "XenLoop-style: 64 pages (256 KiB) per direction, copy on receive",
+        region_mib: 1,
+        max_buffers: 64,
+        params: "vmlink_net.rx_mode=copy",
+    },
+    Path {
+        id: 3,
+        name: "large-copy",
+        what: "64 MiB region, copy on receive",
+        region_mib: 64,
+        max_buffers: 0,
+        params: "vmlink_net.rx_mode=copy",
+    },
+    Path {
+        id: 4,
+        name: "large-zerocopy",
+        what: "64 MiB region, zero-copy receive (vmlink's design)",
+        region_mib: 64,
+        max_buffers: 0,
+        params: "",
+    },
+];
+
+/// The workload of one path's boot.
+#[derive(Clone, Debug)]
+pub struct Workload {
+    pub sizes: Vec<usize>,
+    pub reps: u32,
+    pub bulk_bytes: u64,
+    pub bulk_reps: u32,
+}
+
+impl Workload {
+    pub fn full() -> Workload {
+        Workload {
+            sizes: vec![64, 1024, 4096, 16384, 65536],
+            reps: 10,
+            bulk_bytes: 16 << 20,
+            bulk_reps: 3,
+        }
+    }
+
+    /// The CI smoke run: one size, one repetition, every path.
+    pub fn smoke() -> Workload {
+        Workload {
+            sizes: vec![4096],
+            reps: 1,
+            bulk_bytes: 1 << 20,
+            bulk_reps: 1,
+        }
+    }
+
+    fn cmdline(&self, path: &Path) -> String {
+        let sizes: Vec<String> = self.sizes.iter().map(|s| s.to_string()).collect();
+        format!(
+            "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={} \
+             vmlink.bench_bulk={} vmlink.bench_bulk_reps={} {}",
+            path.id,
+            sizes.join(","),
+            self.reps,
+            self.bulk_bytes,
+            self.bulk_reps,
+            path.params
+        )
+    }
+}
+
+/// The partition configuration of `path`: the default two guests with the
+/// path's channel and parameters.
+pub fn config_text(path: &Path, w: &Workload) -> String {
+    let mut s = format!(
+        "# Written by `cargo xtask bench` for path {} ({}).\n[channel]\nsize_mib = {}\nmax_buffers = {}\n",
+        path.id, path.name, path.region_mib, path.max_buffers
+    );
+    for (i, ip) in ["10.0.0.1/24", "10.0.0.2/24"].iter().enumerate() {
+        let _ = write!(
+            s,
+            "\n[[vm]]\nname = \"vm{i}\"\ncpus = [{i}]\nram_mib = 256\nkernel = \"guest-kernel\"\n\
+             initrd = \"guest-initrd\"\ncmdline = \"console=ttyS0 panic=-1 no_timer_check {}\"\nip = \"{ip}\"\n",
+            w.cmdline(path).trim_end()
+        );
+    }
+    s
+}
+
+/// min/median/max as the guests print them (`a/b/c`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Spread {
+    pub min: f64,
+    pub median: f64,
+    pub max: f64,
+}
+
+impl Spread {
+    fn parse(s: &str) -> Option<Spread> {
+        let v: Vec<f64> = s.split('/').filter_map(|x| x.parse().ok()).collect();
+        match v[..] {
+            [min, median, max] => Some(Spread { min, median, max }),
+            _ => None,
+        }
+    }
+
+    fn of(samples: &[f64]) -> Option<Spread> {
+        let mut v = samples.to_vec();
+        v.sort_by(f64::total_cmp);
+        Some(Spread {
+            min: *v.first()?,
+            median: v[v.len() / 2],
+            max: *v.last()?,
+        })
+    }
+
+    fn show(&self, digits: usize) -> String {
+        format!(
+            "{:.d$} ({:.d$}–{:.d$})",
+            self.median,
+            self.min,
+            self.max,
+            d = digits
+        )
+    }
+}
+
+fn fields(line: &str) -> BTreeMap<&str, &str> {
+    line.split_whitespace()
+        .filter_map(|w| w.split_once('='))
+        .collect()
+}
+
+/// What one path's boot measured.
+#[derive(Clone, Debug, Default)]
+pub struct PathRun {
+    /// (proto, size) → cycles and nanoseconds per round trip.
+    pub rr: BTreeMap<(String, usize), (Spread, Spread)>,
+    pub bulk: Vec<BTreeMap<String, f64>>,
+    pub copy_1500: Option<Spread>,
+    pub error: Option<String>,
+}
+
+/// Reads the guests' `bench:` lines (vm0 measures; an error from either
+/// guest voids the path).
+pub fn parse_run(lines: &[String]) -> PathRun {
+    let mut r = PathRun::default();
+    let mut ended = false;
+    for l in lines {
+        let Some((vm, rest)) = l.split_once("] bench: ") else {
+            continue;
+        };
+        if rest.starts_with("ERROR") {
+            r.error
+                .get_or_insert_with(|| format!("{}] {rest}", vm.trim_start_matches('[')));
+            continue;
+        }
+        if !vm.ends_with("vm0") {
+            continue;
+        }
+        let f = fields(rest);
+        if rest.starts_with("rr ") {
+            let key = (
+                f.get("proto").copied(),
+                f.get("size").and_then(|s| s.parse().ok()),
+            );
+            let c = f.get("cycles").and_then(|s| Spread::parse(s));
+            let n = f.get("ns").and_then(|s| Spread::parse(s));
+            if let ((Some(p), Some(size)), Some(c), Some(n)) = (key, c, n) {
+                r.rr.insert((p.to_string(), size), (c, n));
+            }
+        } else if rest.starts_with("bulk ") || rest.starts_with("bulk-rx ") {
+            // A transfer prints two lines (sender's and receiver's figures)
+            // with the same seed.
+            let numbers = f
+                .iter()
+                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)));
+            let seed = f.get("seed").and_then(|s| s.parse::<f64>().ok());
+            match r.bulk.last_mut() {
+                Some(last) if rest.starts_with("bulk-rx ") && last.get("seed") == seed.as_ref() => {
+                    last.extend(numbers)
+                }
+                _ if rest.starts_with("bulk ") => r.bulk.push(numbers.collect()),
+                _ => {}
+            }
+        } else if rest.starts_with("copy ") && f.get("size") == Some(&"1500") {
+            r.copy_1500 = f.get("cycles").and_then(|s| Spread::parse(s));
+        } else if rest == "end" {
+            ended = true;
+        }
+    }
+    if r.error.is_none() && !ended {
+        r.error = Some("the guests did not finish the benchmark (no `bench: end`)".into());
+    }
+    r
+}
+
+/// Figures of the bulk transfers, each over the repetitions.
+#[derive(Clone, Debug, Default)]
+pub struct BulkFigures {
+    /// Bytes per 1000 TSC cycles of the transfer.
+    pub bytes_per_kcycle: Option<Spread>,
+    /// MB/s of emulated time.
+    pub mbps: Option<Spread>,
+    pub tx_cycles_per_packet: Option<Spread>,
+    pub rx_cycles_per_packet: Option<Spread>,
+    /// Receiver cycles per 1500 bytes of payload.
+    pub rx_cycles_per_mtu: Option<Spread>,
+    /// VM exits of both guests per data packet.
+    pub exits_per_packet: Option<Spread>,
+    pub interrupts_per_packet: Option<Spread>,
+}
+
+pub fn bulk_figures(reps: &[BTreeMap<String, f64>]) -> BulkFigures {
+    let fig = |f: &dyn Fn(&BTreeMap<String, f64>) -> Option<f64>| {
+        let v: Vec<f64> = reps.iter().filter_map(f).collect();
+        if v.len() == reps.len() {
+            Spread::of(&v)
+        } else {
+            None
+        }
+    };
+    let div = |a: f64, b: f64| (b > 0.0).then(|| a / b);
+    BulkFigures {
+        bytes_per_kcycle: fig(&|m| div(m.get("bytes")? * 1000.0, *m.get("tx_cycles")?)),
+        mbps: fig(&|m| div(m.get("bytes")? * 1000.0, *m.get("ns")?)),
+        tx_cycles_per_packet: fig(&|m| div(*m.get("tx_busy")?, *m.get("tx_tx_packets")?)),
+        rx_cycles_per_packet: fig(&|m| div(*m.get("rx_busy")?, *m.get("rx_rx_packets")?)),
+        rx_cycles_per_mtu: fig(&|m| div(m.get("rx_busy")? * 1500.0, *m.get("bytes")?)),
+        exits_per_packet: fig(&|m| {
+            div(
+                m.get("tx_exits")? + m.get("rx_exits")?,
+                *m.get("tx_tx_packets")?,
+            )
+        }),
+        interrupts_per_packet: fig(&|m| {
+            div(
+                m.get("tx_interrupts")? + m.get("rx_interrupts")?,
+                *m.get("tx_tx_packets")?,
+            )
+        }),
+    }
+}
+
+/// The results of every path, in PATHS order.
+pub struct Report<'a> {
+    pub runs: Vec<(&'a Path, PathRun)>,
+    pub workload: Workload,
+    pub emulator: String,
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "–".into(),
+    }
+}
+
+impl Report<'_> {
+    fn ok(&self, id: u8) -> Option<&PathRun> {
+        self.runs
+            .iter()
+            .find(|(p, r)| p.id == id && r.error.is_none())
+            .map(|(_, r)| r)
+    }
+
+    fn rr_median(&self, id: u8, proto: &str, size: usize) -> Option<f64> {
+        self.ok(id)?
+            .rr
+            .get(&(proto.to_string(), size))
+            .map(|(c, _)| c.median)
+    }
+
+    fn bulk(&self, id: u8) -> Option<BulkFigures> {
+        self.ok(id).map(|r| bulk_figures(&r.bulk))
+    }
+
+    fn rr_keys(&self) -> Vec<(String, usize)> {
+        let mut keys: Vec<(String, usize)> = self
+            .runs
+            .iter()
+            .flat_map(|(_, r)| r.rr.keys().cloned())
+            .collect();
+        keys.sort_by(|a, b| (a.0.as_str(), a.1).cmp(&(b.0.as_str(), b.1)));
+        keys.dedup();
+        keys
+    }
+
+    pub fn markdown(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "Measured by `cargo xtask bench` on {}. Cycles are the guests' TSC \
+             cycles{}; figures are median (min–max) over the repetitions; \
+             ratios are medians divided by path 1's and path 2's.\n",
+            self.emulator,
+            if self.emulator.starts_with("Bochs") {
+                " (under Bochs the TSC follows executed instructions, so they repeat \
+                 from run to run); ns and MB/s are emulator time, not real time"
+            } else {
+                ""
+            }
+        );
+        let _ = writeln!(s, "| path | what | status |\n|---|---|---|");
+        for (p, r) in &self.runs {
+            let status = match &r.error {
+                Some(e) => format!("no figures: {e}"),
+                None => "ok, all data checked".into(),
+            };
+            let _ = writeln!(s, "| {} {} | {} | {} |", p.id, p.name, p.what, status);
+        }
+        let _ = writeln!(
+            s,
+            "\n### Round-trip latency (cycles; UDP at 65536 means 65507, the largest datagram)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| proto | size | path | cycles | ns (emulated) | ÷ path 1 | ÷ path 2 |\n|---|---|---|---|---|---|---|"
+        );
+        for (proto, size) in self.rr_keys() {
+            for (p, r) in &self.runs {
+                let Some((c, n)) =
+                    r.rr.get(&(proto.clone(), size))
+                        .filter(|_| r.error.is_none())
+                else {
+                    continue;
+                };
+                let shown = if proto == "udp" {
+                    size.min(65536)
+                } else {
+                    size
+                };
+                let _ = writeln!(
+                    s,
+                    "| {proto} | {shown} | {} {} | {} | {} | {} | {} |",
+                    p.id,
+                    p.name,
+                    c.show(0),
+                    n.show(0),
+                    ratio(Some(c.median), self.rr_median(1, &proto, size)),
+                    ratio(Some(c.median), self.rr_median(2, &proto, size)),
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "\n### Bulk TCP ({} bytes × {})\n",
+            self.workload.bulk_bytes, self.workload.bulk_reps
+        );
+        let _ = writeln!(
+            s,
+            "| path | bytes/kcycle | MB/s (emulated) | ÷ path 1 | ÷ path 2 | tx cycles/pkt | rx cycles/pkt | rx cycles/1500 B | exits/pkt | interrupts/pkt |\n|---|---|---|---|---|---|---|---|---|---|"
+        );
+        let med = |f: &Option<Spread>| f.map(|s| s.median);
+        for (p, r) in &self.runs {
+            if r.error.is_some() {
+                continue;
+            }
+            let b = bulk_figures(&r.bulk);
+            let show = |f: &Option<Spread>, d| f.map(|s| s.show(d)).unwrap_or("–".into());
+            let _ = writeln!(
+                s,
+                "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+                p.id,
+                p.name,
+                show(&b.bytes_per_kcycle, 0),
+                show(&b.mbps, 1),
+                ratio(
+                    med(&b.bytes_per_kcycle),
+                    self.bulk(1).and_then(|x| med(&x.bytes_per_kcycle))
+                ),
+                ratio(
+                    med(&b.bytes_per_kcycle),
+                    self.bulk(2).and_then(|x| med(&x.bytes_per_kcycle))
+                ),
+                show(&b.tx_cycles_per_packet, 0),
+                show(&b.rx_cycles_per_packet, 0),
+                show(&b.rx_cycles_per_mtu, 0),
+                show(&b.exits_per_packet, 3),
+                show(&b.interrupts_per_packet, 3),
+            );
+        }
+        let _ = writeln!(s, "\n### The issue's bars (path 4 against path 2 and 3)\n");
+        for (bar, verdict) in self.bars() {
+            let _ = writeln!(s, "- {verdict}: {bar}");
+        }
+        s
+    }
+
+    /// Each acceptance bar with MET, NOT MET or "not measured".
+    pub fn bars(&self) -> Vec<(String, &'static str)> {
+        let mut out = Vec::new();
+        let verdict = |ok: Option<bool>| match ok {
+            Some(true) => "MET",
+            Some(false) => "NOT MET",
+            None => "not measured",
+        };
+        for proto in ["udp", "tcp"] {
+            for size in [16384, 65536] {
+                let size_key = if proto == "udp" && size == 65536 {
+                    65507
+                } else {
+                    size
+                };
+                let (p4, p2) = (
+                    self.rr_median(4, proto, size_key),
+                    self.rr_median(2, proto, size_key),
+                );
+                let ok = p4.zip(p2).map(|(a, b)| a <= 0.6 * b);
+                out.push((
+                    format!(
+                        "{proto} round trip at {size} B at least 40% lower: path 4 ÷ path 2 = {}",
+                        ratio(p4, p2)
+                    ),
+                    verdict(ok),
+                ));
+            }
+        }
+        let tput = |id| {
+            self.bulk(id)
+                .and_then(|b| b.bytes_per_kcycle.map(|s| s.median))
+        };
+        out.push((
+            format!(
+                "bulk throughput at least 45% higher: path 4 ÷ path 2 = {}",
+                ratio(tput(4), tput(2))
+            ),
+            verdict(tput(4).zip(tput(2)).map(|(a, b)| a >= 1.45 * b)),
+        ));
+        let mtu = |id| {
+            self.bulk(id)
+                .and_then(|b| b.rx_cycles_per_mtu.map(|s| s.median))
+        };
+        let copy = self.ok(4).and_then(|r| r.copy_1500.map(|s| s.median));
+        out.push((
+            format!(
+                "receiver cycles per 1500 B lower by at least one 1500-byte copy ({} cycles): path 2 {} → path 4 {}",
+                copy.map_or("–".into(), |c| format!("{c:.0}")),
+                mtu(2).map_or("–".into(), |c| format!("{c:.0}")),
+                mtu(4).map_or("–".into(), |c| format!("{c:.0}")),
+            ),
+            verdict(
+                mtu(4)
+                    .zip(mtu(2))
+                    .zip(copy)
+                    .map(|((a, b), c)| b - a >= c),
+            ),
+        ));
+        let keys = self.rr_keys();
+        let worse: Vec<String> = keys
+            .iter()
+            .filter_map(|(proto, size)| {
+                let (a, b) = (
+                    self.rr_median(4, proto, *size)?,
+                    self.rr_median(3, proto, *size)?,
+                );
+                (a > b).then(|| format!("{proto} {size}"))
+            })
+            .collect();
+        let measured = self.ok(4).is_some() && self.ok(3).is_some();
+        out.push((
+            format!(
+                "path 4 never slower than path 3 (round trips){}",
+                if worse.is_empty() {
+                    String::new()
+                } else {
+                    format!(": slower at {}", worse.join(", "))
+                }
+            ),
+            verdict(measured.then_some(worse.is_empty())),
+        ));
+        out.push((
+            format!(
+                "path 4 bulk throughput not below path 3: path 4 ÷ path 3 = {}",
+                ratio(tput(4), tput(3))
+            ),
+            verdict(tput(4).zip(tput(3)).map(|(a, b)| a >= b)),
+        ));
+        let exits = self
+            .bulk(4)
+            .and_then(|b| b.exits_per_packet.map(|s| s.median));
+        out.push((
+            format!(
+                "bulk TCP on path 4 under 0.1 VM exits per packet: {}",
+                exits.map_or("–".into(), |e| format!("{e:.3}"))
+            ),
+            verdict(exits.map(|e| e < 0.1)),
+        ));
+        out
+    }
+
+    pub fn csv(&self) -> String {
+        let mut s = String::from("path,name,test,proto,size,metric,min,median,max\n");
+        for (p, r) in &self.runs {
+            if let Some(e) = &r.error {
+                let _ = writeln!(
+                    s,
+                    "{},{},error,,,\"{}\",,,",
+                    p.id,
+                    p.name,
+                    e.replace('"', "'")
+                );
+                continue;
+            }
+            for ((proto, size), (c, n)) in &r.rr {
+                for (metric, v) in [("cycles", c), ("ns", n)] {
+                    let _ = writeln!(
+                        s,
+                        "{},{},rr,{proto},{size},{metric},{},{},{}",
+                        p.id, p.name, v.min, v.median, v.max
+                    );
+                }
+            }
+            let b = bulk_figures(&r.bulk);
+            for (metric, v) in [
+                ("bytes_per_kcycle", b.bytes_per_kcycle),
+                ("mb_per_s", b.mbps),
+                ("tx_cycles_per_packet", b.tx_cycles_per_packet),
+                ("rx_cycles_per_packet", b.rx_cycles_per_packet),
+                ("rx_cycles_per_1500b", b.rx_cycles_per_mtu),
+                ("exits_per_packet", b.exits_per_packet),
+                ("interrupts_per_packet", b.interrupts_per_packet),
+            ] {
+                if let Some(v) = v {
+                    let _ = writeln!(
+                        s,
+                        "{},{},bulk,tcp,{},{metric},{},{},{}",
+                        p.id, p.name, self.workload.bulk_bytes, v.min, v.median, v.max
+                    );
+                }
+            }
+            if let Some(c) = r.copy_1500 {
+                let _ = writeln!(
+                    s,
+                    "{},{},copy,,1500,cycles,{},{},{}",
+                    p.id, p.name, c.min, c.median, c.max
+                );
+            }
+        }
+        s
+    }
+}
+
+/// `cargo xtask bench [--smoke]`.
+pub fn run(choice: Choice, smoke: bool) -> Result<()> {
+    let workload = if smoke {
+        Workload::smoke()
+    } else {
+        Workload::full()
+    };
+    let choice = emulator::resolve(choice);
+    let opts = BuildOpts {
+        overlay: Some(root().join("tests/overlays/bench")),
+        config: None,
+    };
+    let a = crate::build_all(&opts)?;
+    let dir = out_dir().join("..").join("bench");
+    fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    let machine = partition::Machine {
+        cpus: 2,
+        megs: emulator::DEFAULT_MEGS,
+    };
+    let timeout = Duration::from_secs(if smoke { 1200 } else { 3 * 3600 });
+    let mut runs = Vec::new();
+    for path in &PATHS {
+        let config: PathBuf = dir.join(format!("path{}-{}.toml", path.id, path.name));
+        fs::write(&config, config_text(path, &workload))?;
+        let part = partition::load(&config, machine, &a.payloads, true)
+            .with_context(|| format!("path {}", path.id))?;
+        let boot = Boot {
+            name: format!("bench-path{}", path.id),
+            label: format!("bench path {} {}", path.id, path.name),
+            kind: emulator::kind_for(choice, &a, &part)?,
+            cpus: 2,
+            megs: machine.megs,
+            timeout: Some(timeout),
+            console: Console::Stream,
+        };
+        eprintln!("==> bench path {}: {}", path.id, path.what);
+        let cap = emulator::boot(&boot)?;
+        let mut r = parse_run(&cap.lines);
+        match &cap.outcome {
+            Outcome::Halted(s) if s == "ok" => {}
+            Outcome::Interrupted => bail!("interrupted"),
+            o => {
+                r.error.get_or_insert_with(|| format!("the run ended: {o}"));
+            }
+        }
+        if let Some(e) = &r.error {
+            eprintln!("==> bench path {}: {e}", path.id);
+        }
+        runs.push((path, r));
+    }
+    let report = Report {
+        runs,
+        workload: workload.clone(),
+        emulator: emulator::describe(choice),
+    };
+    let md = report.markdown();
+    fs::write(dir.join("results.md"), &md)?;
+    fs::write(dir.join("results.csv"), report.csv())?;
+    println!("{md}");
+    println!(
+        "==> tables: {} and results.csv",
+        dir.join("results.md").display()
+    );
+    let failed: Vec<String> = report
+        .runs
+        .iter()
+        .filter_map(|(p, r)| r.error.as_ref().map(|e| format!("path {}: {e}", p.id)))
+        .collect();
+    if !failed.is_empty() {
+        bail!("paths without figures: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    const BULK: &str = "[vm0] bench: bulk seed=1 bytes=3000000 ns=2000000 tx_busy=1000000 tx_cycles=2000000 tx_tx_packets=100 tx_rx_packets=50 tx_exits=20 tx_interrupts=5";
+    const BULK_RX: &str = "[vm0] bench: bulk-rx seed=1 rx_busy=600000 rx_cycles=2000000 rx_tx_packets=50 rx_rx_packets=100 rx_exits=10 rx_interrupts=5";
+
+    #[test]
+    fn config_has_the_path_and_workload() {
+        let t = config_text(&PATHS[1], &Workload::smoke());
+        assert!(t.contains("size_mib = 1\nmax_buffers = 64"), "{t}");
+        assert!(t.contains("vmlink_net.rx_mode=copy"), "{t}");
+        assert!(t.contains("vmlink.bench_sizes=4096 "), "{t}");
+        assert_eq!(t.matches("[[vm]]").count(), 2);
+    }
+
+    #[test]
+    fn parses_what_the_guests_print() {
+        let r = parse_run(&lines(&[
+            "[vm0] bench: copy size=1500 reps=200 cycles=300/310/400",
+            "[vm0] bench: rr proto=udp size=4096 reps=1 cycles=10/20/30 ns=1/2/3",
+            "[vm1] bench: sink ok rx_busy=1",
+            BULK,
+            BULK_RX,
+            "[vm0] bench: end",
+        ]));
+        assert_eq!(r.error, None);
+        assert_eq!(r.bulk.len(), 1);
+        assert_eq!(r.rr[&("udp".to_string(), 4096)].0.median, 20.0);
+        assert_eq!(r.copy_1500.unwrap().median, 310.0);
+        let b = bulk_figures(&r.bulk);
+        assert_eq!(b.bytes_per_kcycle.unwrap().median, 1500.0);
+        assert_eq!(b.mbps.unwrap().median, 1500.0);
+        assert_eq!(b.tx_cycles_per_packet.unwrap().median, 10000.0);
+        assert_eq!(b.rx_cycles_per_packet.unwrap().median, 6000.0);
+        assert_eq!(b.rx_cycles_per_mtu.unwrap().median, 300.0);
+        assert_eq!(b.exits_per_packet.unwrap().median, 0.3);
+    }
+
+    #[test]
+    fn errors_and_unfinished_runs_void_a_path() {
+        let r = parse_run(&lines(&[
+            "[vm1] bench: ERROR: bench-serve: bind",
+            "[vm0] bench: end",
+        ]));
+        assert!(r.error.unwrap().contains("vm1] ERROR"));
+        let r = parse_run(&lines(&[
+            "[vm0] bench: rr proto=udp size=1 reps=1 cycles=1/1/1 ns=1/1/1",
+        ]));
+        assert!(r.error.unwrap().contains("did not finish"));
+    }
+
+    #[test]
+    fn bars_compare_path_4_with_2_and_3() {
+        let run = |rr16: f64, tput_cycles: f64| {
+            let mut r = parse_run(&lines(&[
+                &format!("[vm0] bench: rr proto=tcp size=16384 reps=1 cycles={rr16}/{rr16}/{rr16} ns=1/1/1"),
+                &BULK.replace("tx_cycles=2000000", &format!("tx_cycles={tput_cycles}")),
+                BULK_RX,
+                "[vm0] bench: copy size=1500 reps=1 cycles=100/100/100",
+                "[vm0] bench: end",
+            ]));
+            r.error = None;
+            r
+        };
+        let report = Report {
+            runs: vec![
+                (&PATHS[1], run(1000.0, 2_000_000.0)),
+                (&PATHS[2], run(500.0, 1_000_000.0)),
+                (&PATHS[3], run(500.0, 1_000_000.0)),
+            ],
+            workload: Workload::smoke(),
+            emulator: "test".into(),
+        };
+        let bars = report.bars();
+        let find = |t: &str| bars.iter().find(|(b, _)| b.contains(t)).unwrap().1;
+        assert_eq!(find("tcp round trip at 16384"), "MET");
+        assert_eq!(find("udp round trip at 16384"), "not measured");
+        assert_eq!(find("throughput at least 45%"), "MET");
+        assert_eq!(find("never slower than path 3"), "MET");
+        assert_eq!(find("0.1 VM exits"), "NOT MET");
+        let md = report.markdown();
+        assert!(
+            md.contains("| tcp | 16384 | 4 large-zerocopy | 500 (500–500)"),
+            "{md}"
+        );
+        assert!(report
+            .csv()
+            .contains("4,large-zerocopy,rr,tcp,16384,cycles,500,500,500"));
+    }
+}
