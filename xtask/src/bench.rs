@@ -578,8 +578,56 @@ impl Report<'_> {
     }
 }
 
-/// `cargo xtask bench [--smoke]`.
-pub fn run(choice: Choice, smoke: bool) -> Result<()> {
+/// The console log a path's boot left (what `--report-only` reads again).
+fn console_log(smoke: bool, path: &Path) -> PathBuf {
+    out_dir()
+        .join("run")
+        .join(format!(
+            "bench{}-path{}",
+            if smoke { "-smoke" } else { "" },
+            path.id
+        ))
+        .join("com1.log")
+}
+
+/// `cargo xtask bench [--smoke] [--report-only]`: `report_only` rebuilds
+/// the tables and the plot from the last run's console logs, booting
+/// nothing.
+pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
+    if report_only {
+        let mut runs = Vec::new();
+        for path in &PATHS {
+            let log = console_log(smoke, path);
+            let raw = fs::read(&log)
+                .with_context(|| format!("{} (run `cargo xtask bench` first)", log.display()))?;
+            let lines: Vec<String> = raw
+                .split(|b| *b == b'\n')
+                .map(crate::serial::clean_line)
+                .collect();
+            let mut r = parse_run(&lines);
+            if !lines
+                .iter()
+                .any(|l| crate::serial::halt_status(l).as_deref() == Some("ok"))
+            {
+                r.error
+                    .get_or_insert_with(|| "the run did not end with status=ok".into());
+            }
+            runs.push((path, r));
+        }
+        let workload = if smoke {
+            Workload::smoke()
+        } else {
+            Workload::full()
+        };
+        return write_report(
+            Report {
+                runs,
+                workload,
+                emulator: emulator::describe(choice),
+            },
+            smoke,
+        );
+    }
     let workload = if smoke {
         Workload::smoke()
     } else {
@@ -591,7 +639,10 @@ pub fn run(choice: Choice, smoke: bool) -> Result<()> {
         config: None,
     };
     let a = crate::build_all(&opts)?;
+    // The smoke run keeps its own folder: it must not replace a full run's
+    // tables.
     let dir = out_dir().join("..").join("bench");
+    let dir = if smoke { dir.join("smoke") } else { dir };
     fs::create_dir_all(&dir)?;
     let dir = dir.canonicalize()?;
     let machine = partition::Machine {
@@ -606,7 +657,11 @@ pub fn run(choice: Choice, smoke: bool) -> Result<()> {
         let part = partition::load(&config, machine, &a.payloads, true)
             .with_context(|| format!("path {}", path.id))?;
         let boot = Boot {
-            name: format!("bench-path{}", path.id),
+            name: console_log(smoke, path)
+                .parent()
+                .and_then(|d| d.file_name())
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             label: format!("bench path {} {}", path.id, path.name),
             kind: emulator::kind_for(choice, &a, &part)?,
             cpus: 2,
@@ -629,17 +684,31 @@ pub fn run(choice: Choice, smoke: bool) -> Result<()> {
         }
         runs.push((path, r));
     }
-    let report = Report {
-        runs,
-        workload: workload.clone(),
-        emulator: emulator::describe(choice),
-    };
+    write_report(
+        Report {
+            runs,
+            workload: workload.clone(),
+            emulator: emulator::describe(choice),
+        },
+        smoke,
+    )
+}
+
+fn write_report(report: Report, smoke: bool) -> Result<()> {
+    let dir = out_dir().join("..").join("bench");
+    fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    let dir = if smoke { dir.join("smoke") } else { dir };
+    fs::create_dir_all(&dir)?;
     let md = report.markdown();
     fs::write(dir.join("results.md"), &md)?;
     fs::write(dir.join("results.csv"), report.csv())?;
+    if let Err(e) = crate::bench_plot::draw(&report, &dir.join("results.png")) {
+        eprintln!("==> warning: no plot: {e:#}");
+    }
     println!("{md}");
     println!(
-        "==> tables: {} and results.csv",
+        "==> tables: {} (and results.csv, results.png)",
         dir.join("results.md").display()
     );
     let failed: Vec<String> = report

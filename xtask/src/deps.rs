@@ -35,6 +35,10 @@ pub const PACKAGES: &[(&str, &str)] = &[
     ("gcc", "guest kernel and driver build"),
     ("make", "guest kernel and driver build"),
     ("bsdutils", "`script`, the tty Bochs' term display needs"),
+    (
+        "fonts-dejavu-core",
+        "the text of `cargo xtask bench`'s plot",
+    ),
 ];
 
 pub fn ensure() -> Result<()> {

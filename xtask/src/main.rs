@@ -2,6 +2,7 @@
 //! them in an emulator and runs the test scenarios.
 
 mod bench;
+mod bench_plot;
 mod deps;
 mod emulator;
 mod guest;
@@ -71,6 +72,10 @@ enum Cmd {
         /// with no data lost (what the CI test run does).
         #[arg(long)]
         smoke: bool,
+        /// Rebuild the tables and the plot from the last run's console
+        /// logs, booting nothing.
+        #[arg(long)]
+        report_only: bool,
     },
     /// Run the host unit tests and the emulator scenarios.
     Test {
@@ -119,9 +124,13 @@ fn main() -> Result<()> {
             let part = out.partition(&build, machine)?;
             emulator::run_interactive(&out, &part, emulator, cpus, timeout, batch)
         }
-        Cmd::Bench { emulator, smoke } => {
+        Cmd::Bench {
+            emulator,
+            smoke,
+            report_only,
+        } => {
             deps::ensure()?;
-            bench::run(emulator, smoke)
+            bench::run(emulator, smoke, report_only)
         }
         Cmd::Test { filter, unit_only } => {
             deps::ensure()?;

@@ -384,7 +384,8 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
             .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
             .collect()
     };
-    if !unit_only && selected.is_empty() {
+    if !unit_only && selected.is_empty() && filter.is_some_and(|f| !"bench-smoke-bochs".contains(f))
+    {
         eprintln!("==> no scenario matches {filter:?}");
     }
     // Scenarios sharing an overlay run together: each overlay is built once.
@@ -486,6 +487,36 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
             passed: problems.is_empty(),
             secs,
             note: outcome,
+        });
+    }
+
+    // The benchmark's smoke run (one size, one repetition, every path):
+    // it must complete with every byte checked.
+    let smoke = "bench-smoke-bochs";
+    if !unit_only && !emulator::interrupted() && filter.is_none_or(|f| smoke.contains(f)) {
+        println!();
+        println!("==> scenario {smoke}: cargo xtask bench --smoke (every path, no data lost)");
+        let start = Instant::now();
+        let r = crate::bench::run(emulator::Choice::Bochs, true, false);
+        let secs = start.elapsed().as_secs_f64();
+        let note = match &r {
+            Ok(()) => "every path completed, all data checked".to_string(),
+            Err(e) => format!("{e:#}"),
+        };
+        println!(
+            "{} {smoke}: {note} ({secs:.1}s)",
+            if r.is_ok() { "PASS" } else { "FAIL" }
+        );
+        if r.is_ok() {
+            total.passed += 1;
+        } else {
+            total.failed += 1;
+        }
+        results.push(Result1 {
+            name: smoke.into(),
+            passed: r.is_ok(),
+            secs,
+            note,
         });
     }
 
