@@ -42,9 +42,9 @@
  * stack can parse headers without touching fragments. */
 #define VML_RX_COPYBREAK 128
 /* Frames up to this size are copied whole in either mode (counted as
- * rx_copybreak): lending a page for a few bytes past the headers costs
- * more than copying them (the benchmark's 64-byte TCP round trips were
- * 15% slower zero-copy), and the buffer goes back at once. */
+ * rx_copybreak): lending a page, and returning it later, for a few bytes
+ * past the headers costs more than copying them, and the buffer goes back
+ * at once. */
 #define VML_RX_SMALL 256
 /* Faults in a row after which the link is reset. */
 #define VML_FAULT_LIMIT 16
