@@ -578,22 +578,38 @@ impl Report<'_> {
     }
 }
 
+/// The run folder of a path's boot (target/vmlink/run/<name>/).
+fn run_name(smoke: bool, path: &Path) -> String {
+    format!("bench{}-path{}", if smoke { "-smoke" } else { "" }, path.id)
+}
+
 /// The console log a path's boot left (what `--report-only` reads again).
 fn console_log(smoke: bool, path: &Path) -> PathBuf {
     out_dir()
         .join("run")
-        .join(format!(
-            "bench{}-path{}",
-            if smoke { "-smoke" } else { "" },
-            path.id
-        ))
+        .join(run_name(smoke, path))
         .join("com1.log")
+}
+
+/// Where the tables go: target/bench/, or target/bench/smoke/ for the
+/// smoke run, which must not replace a full run's tables.
+fn results_dir(smoke: bool) -> Result<PathBuf> {
+    let dir = out_dir().join("..").join("bench");
+    let dir = if smoke { dir.join("smoke") } else { dir };
+    fs::create_dir_all(&dir)?;
+    Ok(dir.canonicalize()?)
 }
 
 /// `cargo xtask bench [--smoke] [--report-only]`: `report_only` rebuilds
 /// the tables and the plot from the last run's console logs, booting
 /// nothing.
 pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
+    let workload = if smoke {
+        Workload::smoke()
+    } else {
+        Workload::full()
+    };
+    let dir = results_dir(smoke)?;
     if report_only {
         let mut runs = Vec::new();
         for path in &PATHS {
@@ -614,37 +630,21 @@ pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
             }
             runs.push((path, r));
         }
-        let workload = if smoke {
-            Workload::smoke()
-        } else {
-            Workload::full()
-        };
         return write_report(
             Report {
                 runs,
                 workload,
                 emulator: emulator::describe(choice),
             },
-            smoke,
+            &dir,
         );
     }
-    let workload = if smoke {
-        Workload::smoke()
-    } else {
-        Workload::full()
-    };
     let choice = emulator::resolve(choice);
     let opts = BuildOpts {
         overlay: Some(root().join("tests/overlays/bench")),
         config: None,
     };
     let a = crate::build_all(&opts)?;
-    // The smoke run keeps its own folder: it must not replace a full run's
-    // tables.
-    let dir = out_dir().join("..").join("bench");
-    let dir = if smoke { dir.join("smoke") } else { dir };
-    fs::create_dir_all(&dir)?;
-    let dir = dir.canonicalize()?;
     let machine = partition::Machine {
         cpus: 2,
         megs: emulator::DEFAULT_MEGS,
@@ -657,11 +657,7 @@ pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
         let part = partition::load(&config, machine, &a.payloads, true)
             .with_context(|| format!("path {}", path.id))?;
         let boot = Boot {
-            name: console_log(smoke, path)
-                .parent()
-                .and_then(|d| d.file_name())
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default(),
+            name: run_name(smoke, path),
             label: format!("bench path {} {}", path.id, path.name),
             kind: emulator::kind_for(choice, &a, &part)?,
             cpus: 2,
@@ -687,19 +683,14 @@ pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
     write_report(
         Report {
             runs,
-            workload: workload.clone(),
+            workload,
             emulator: emulator::describe(choice),
         },
-        smoke,
+        &dir,
     )
 }
 
-fn write_report(report: Report, smoke: bool) -> Result<()> {
-    let dir = out_dir().join("..").join("bench");
-    fs::create_dir_all(&dir)?;
-    let dir = dir.canonicalize()?;
-    let dir = if smoke { dir.join("smoke") } else { dir };
-    fs::create_dir_all(&dir)?;
+fn write_report(report: Report, dir: &std::path::Path) -> Result<()> {
     let md = report.markdown();
     fs::write(dir.join("results.md"), &md)?;
     fs::write(dir.join("results.csv"), report.csv())?;

@@ -34,6 +34,10 @@ use std::time::{Duration, Instant};
 /// Longest timeout a scenario may ask for: CI as a whole must stay well
 /// under 90 minutes.
 pub const MAX_TIMEOUT: u64 = 30 * 60;
+
+/// The benchmark's smoke run, which `run_all` runs after the scenario
+/// files (a filter selects it by this name too).
+const BENCH_SMOKE: &str = "bench-smoke-bochs";
 /// Console lines shown when a scenario fails.
 const TAIL_LINES: usize = 30;
 
@@ -384,8 +388,7 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
             .filter(|(name, _)| filter.is_none_or(|f| name.contains(f)))
             .collect()
     };
-    if !unit_only && selected.is_empty() && filter.is_some_and(|f| !"bench-smoke-bochs".contains(f))
-    {
+    if !unit_only && selected.is_empty() && filter.is_some_and(|f| !BENCH_SMOKE.contains(f)) {
         eprintln!("==> no scenario matches {filter:?}");
     }
     // Scenarios sharing an overlay run together: each overlay is built once.
@@ -492,7 +495,7 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
 
     // The benchmark's smoke run (one size, one repetition, every path):
     // it must complete with every byte checked.
-    let smoke = "bench-smoke-bochs";
+    let smoke = BENCH_SMOKE;
     if !unit_only && !emulator::interrupted() && filter.is_none_or(|f| smoke.contains(f)) {
         println!();
         println!("==> scenario {smoke}: cargo xtask bench --smoke (every path, no data lost)");
