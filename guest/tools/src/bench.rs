@@ -423,18 +423,51 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
     }
 }
 
-/// `bench-bulk PEER BYTES SEED`: one TCP transfer of BYTES to the sink;
-/// prints both sides' costs.
-pub fn bulk(peer: &str, bytes: u64, seed: u64) -> Result<String, String> {
-    let pattern = block(seed);
-    let mut c =
-        TcpStream::connect((peer, BULK_SINK)).map_err(|e| format!("bulk to {peer}: {e}"))?;
+/// How the bulk sender hands its bytes to the kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SendMode {
+    /// Plain `write`: the stack copies into socket buffers, and the driver
+    /// copies those into the channel: two copies per byte.
+    Copy,
+    /// MSG_ZEROCOPY: the stack references the sender's pages and the
+    /// driver's copy into the channel is the only one.
+    Zerocopy,
+}
+
+impl SendMode {
+    pub fn parse(s: &str) -> Option<SendMode> {
+        match s {
+            "copy" => Some(SendMode::Copy),
+            "zerocopy" => Some(SendMode::Zerocopy),
+            _ => None,
+        }
+    }
+}
+
+/// `bench-bulk PEER BYTES SEED [copy|zerocopy]`: one TCP transfer of BYTES
+/// to the sink; prints both sides' costs. A zero-copy sender whose socket
+/// refuses SO_ZEROCOPY says so and sends with copies (`zc=0` in its line).
+pub fn bulk(peer: &str, bytes: u64, seed: u64, mode: SendMode) -> Result<String, String> {
+    // Never freed or changed: zero-copy sends may still reference its pages
+    // after `send` returns.
+    let pattern: &'static [u8] = Box::leak(block(seed).into_boxed_slice());
+    let c = TcpStream::connect((peer, BULK_SINK)).map_err(|e| format!("bulk to {peer}: {e}"))?;
+    let mut zc = match mode {
+        SendMode::Copy => None,
+        SendMode::Zerocopy => match crate::zerocopy::Sender::new(&c) {
+            Ok(z) => Some(z),
+            Err(e) => {
+                println!("bench: note: SO_ZEROCOPY refused ({e}); sending with copies");
+                None
+            }
+        },
+    };
     let mut head = [0u8; 16];
     head[..8].copy_from_slice(&bytes.to_le_bytes());
     head[8..].copy_from_slice(&seed.to_le_bytes());
-    c.write_all(&head).map_err(|e| e.to_string())?;
+    (&c).write_all(&head).map_err(|e| e.to_string())?;
     let mut flag = [0u8; 1];
-    c.read_exact(&mut flag)
+    (&c).read_exact(&mut flag)
         .map_err(|e| format!("no go from the sink: {e}"))?;
     let before = snapshot_before();
     let t0 = Instant::now();
@@ -442,13 +475,16 @@ pub fn bulk(peer: &str, bytes: u64, seed: u64) -> Result<String, String> {
     while sent < bytes {
         let off = (sent % BLOCK as u64) as usize;
         let k = ((bytes - sent) as usize).min(CHUNK).min(BLOCK - off);
-        c.write_all(&pattern[off..off + k])
-            .map_err(|e| format!("send at {sent}: {e}"))?;
-        sent += k as u64;
+        let chunk = &pattern[off..off + k];
+        sent += match zc.as_mut() {
+            Some(z) => z.send(chunk),
+            None => (&c).write(chunk),
+        }
+        .map_err(|e| format!("send at {sent}: {e}"))? as u64;
     }
     c.shutdown(Shutdown::Write).map_err(|e| e.to_string())?;
     // The interval ends when the receiver has every byte.
-    let done = c.read_exact(&mut flag);
+    let done = (&c).read_exact(&mut flag);
     let ns = t0.elapsed().as_nanos();
     let after = snapshot_after(|| {});
     done.map_err(|e| format!("no done from the sink: {e}"))?;
@@ -456,11 +492,25 @@ pub fn bulk(peer: &str, bytes: u64, seed: u64) -> Result<String, String> {
     BufReader::new(&c)
         .read_line(&mut reply)
         .map_err(|e| format!("no answer from the sink: {e}"))?;
+    // Every zero-copy send must have completed: the receiver has all the
+    // bytes, so the stack is done with the pages.
+    let zc_line = match zc.as_mut() {
+        Some(z) => {
+            z.finish(Duration::from_secs(5))
+                .map_err(|e| e.to_string())?;
+            format!(
+                "\nbench: bulk-zc seed={seed} zc_sends={} zc_copied={}",
+                z.sends, z.copied
+            )
+        }
+        None => String::new(),
+    };
     let tx = Usage::between(&before, &after);
     match reply.trim_end().strip_prefix("ok ") {
-        // Two lines: the hypervisor's console breaks lines at 200 bytes.
+        // Several lines: the hypervisor's console breaks lines at 200 bytes.
         Some(rx) if Usage::parse(rx, "rx_").is_some() => Ok(format!(
-            "bulk seed={seed} bytes={bytes} ns={ns} {}\nbench: bulk-rx seed={seed} {rx}",
+            "bulk seed={seed} zc={} bytes={bytes} ns={ns} {}\nbench: bulk-rx seed={seed} {rx}{zc_line}",
+            zc.is_some() as u8,
             tx.fields("tx_")
         )),
         _ => Err(format!("receiver: {}", reply.trim_end())),
@@ -603,10 +653,25 @@ mod tests {
         );
         let r = rr("tcp", "127.0.0.1", 70000, 2).unwrap();
         assert!(r.starts_with("rr proto=tcp size=70000"), "{r}");
-        let r = bulk("127.0.0.1", 3 * BLOCK as u64 + 5, 9).unwrap();
-        assert!(r.starts_with("bulk seed=9 bytes=3145733 "), "{r}");
+        let r = bulk("127.0.0.1", 3 * BLOCK as u64 + 5, 9, SendMode::Copy).unwrap();
+        assert!(r.starts_with("bulk seed=9 zc=0 bytes=3145733 "), "{r}");
         assert!(r.lines().all(|l| l.len() < 190), "{r}");
         assert!(Usage::parse(&r, "tx_").is_some() && Usage::parse(&r, "rx_").is_some());
+        // Every MSG_ZEROCOPY send completes (over loopback the kernel
+        // copies after all, and says so).
+        let r = bulk("127.0.0.1", 2 * BLOCK as u64 + 7, 4, SendMode::Zerocopy).unwrap();
+        assert!(r.starts_with("bulk seed=4 zc=1 bytes=2097159 "), "{r}");
+        assert!(r.lines().all(|l| l.len() < 190), "{r}");
+        let zc = r.lines().last().unwrap();
+        let num = |k: &str| -> u32 {
+            zc.split_whitespace()
+                .find_map(|w| w.strip_prefix(k))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| panic!("{k} in {zc}"))
+        };
+        assert!(zc.starts_with("bench: bulk-zc seed=4 "), "{zc}");
+        assert!(num("zc_sends=") >= 32, "{zc}");
+        assert!(num("zc_copied=") <= num("zc_sends="), "{zc}");
         assert!(copy_cost(1500, 10).unwrap().starts_with("copy size=1500"));
         stop("127.0.0.1").unwrap();
         assert_eq!(server.join().unwrap().unwrap(), "stopped by the peer");

@@ -8,6 +8,7 @@ mod bench;
 mod placement;
 mod stream;
 mod udp;
+mod zerocopy;
 
 use std::process::ExitCode;
 
@@ -80,8 +81,12 @@ fn main() -> ExitCode {
                     (Some(size), Some(reps)) => bench::rr(proto, peer, size as usize, reps as u32),
                     _ => Err(BENCH_USAGE.into()),
                 },
-                ("bench-bulk", Some(peer), _) => match (num(2), num(3)) {
-                    (Some(bytes), Some(seed)) => bench::bulk(peer, bytes, seed),
+                ("bench-bulk", Some(peer), _) => match (
+                    num(2),
+                    num(3),
+                    bench::SendMode::parse(args.get(4).map_or("copy", |s| s.as_str())),
+                ) {
+                    (Some(bytes), Some(seed), Some(mode)) => bench::bulk(peer, bytes, seed, mode),
                     _ => Err(BENCH_USAGE.into()),
                 },
                 ("bench-copy", _, _) => match (num(1), num(2)) {
@@ -106,7 +111,7 @@ fn main() -> ExitCode {
 }
 
 const BENCH_USAGE: &str = "usage: bench-serve | bench-stop PEER | bench-rr udp|tcp PEER SIZE REPS \
-    | bench-bulk PEER BYTES SEED | bench-copy SIZE REPS";
+    | bench-bulk PEER BYTES SEED [copy|zerocopy] | bench-copy SIZE REPS";
 
 fn num_arg(args: &[String], i: usize) -> Option<u64> {
     args.get(i).and_then(|a| a.parse().ok())

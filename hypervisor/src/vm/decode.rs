@@ -159,9 +159,89 @@ pub fn translate(
     }
 }
 
+/// The 15 bytes at guest-virtual `rip` (the longest x86 instruction),
+/// read from guest RAM through the guest's page tables. The walk is done
+/// once per guest page the bytes span (at most two), not per byte: this
+/// runs on every MMIO exit, the xAPIC's EOI write above all.
+pub fn fetch(ram: &[u8], cr3: u64, rip: u64, mode: PagingMode) -> Result<[u8; 15], &'static str> {
+    let read = |gpa: u64| -> Option<u64> {
+        let a = usize::try_from(gpa).ok()?;
+        ram.get(a..a.checked_add(8)?)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+    };
+    let mut out = [0u8; 15];
+    let mut done = 0;
+    while done < out.len() {
+        let gva = rip.wrapping_add(done as u64);
+        let gpa = translate(cr3, gva, mode, &read).ok_or("guest RIP not mapped")?;
+        // Bytes up to the end of this 4 KiB page are contiguous.
+        let n = (out.len() - done).min(0x1000 - (gva & 0xFFF) as usize);
+        let src = usize::try_from(gpa)
+            .ok()
+            .and_then(|a| ram.get(a..a.checked_add(n)?))
+            .ok_or("guest RIP outside RAM")?;
+        out[done..done + n].copy_from_slice(src);
+        done += n;
+    }
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A 4-level table mapping two virtual pages to two physical pages
+    /// that are not adjacent, in the reverse order.
+    fn two_page_guest() -> (Vec<u8>, u64) {
+        let mut ram = vec![0u8; 0x10000];
+        let mut put = |at: usize, v: u64| ram[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        // cr3 = 0x1000 → PDPT 0x2000 → PD 0x3000 → PT 0x4000.
+        put(0x1000, 0x2000 | 1);
+        put(0x2000, 0x3000 | 1);
+        put(0x3000, 0x4000 | 1);
+        put(0x4000 + 8 * 8, 0x9000 | 1); // va 0x8000 → pa 0x9000
+        put(0x4000 + 9 * 8, 0x6000 | 1); // va 0x9000 → pa 0x6000
+        (ram, 0x1000)
+    }
+
+    #[test]
+    fn fetch_follows_the_page_tables_across_a_page_edge() {
+        let (mut ram, cr3) = two_page_guest();
+        for i in 0..15u8 {
+            let gva = 0x8FF9 + u64::from(i);
+            let pa = if gva < 0x9000 {
+                0x9000 + (gva & 0xFFF)
+            } else {
+                0x6000 + (gva & 0xFFF)
+            };
+            ram[pa as usize] = i + 1;
+        }
+        let bytes = fetch(&ram, cr3, 0x8FF9, PagingMode::Long4).unwrap();
+        assert_eq!(bytes, core::array::from_fn(|i| i as u8 + 1));
+        // Wholly inside one page.
+        ram[0x9100..0x910F].copy_from_slice(&[7; 15]);
+        assert_eq!(fetch(&ram, cr3, 0x8100, PagingMode::Long4), Ok([7; 15]));
+    }
+
+    #[test]
+    fn fetch_refuses_unmapped_code_and_addresses_outside_ram() {
+        let (mut ram, cr3) = two_page_guest();
+        // The next page (va 0xA000) is not mapped.
+        assert_eq!(
+            fetch(&ram, cr3, 0x9FF8, PagingMode::Long4),
+            Err("guest RIP not mapped")
+        );
+        ram[0x4000 + 10 * 8..0x4000 + 11 * 8].copy_from_slice(&(0xF_0000u64 | 1).to_le_bytes());
+        assert_eq!(
+            fetch(&ram, cr3, 0xA000, PagingMode::Long4),
+            Err("guest RIP outside RAM")
+        );
+        // A page table outside RAM is "not mapped", not a crash.
+        assert_eq!(
+            fetch(&ram, !0xFFF, 0x8000, PagingMode::Long4),
+            Err("guest RIP not mapped")
+        );
+    }
 
     #[test]
     fn mov_forms_linux_uses() {

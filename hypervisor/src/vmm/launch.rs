@@ -89,6 +89,14 @@ pub fn run(
                 let _ = write!(line, " {kind}={n}");
             }
             log!("{}: exits total={}{line}", vm.name, vm.stats.total_exits());
+            // What each kind costs the hypervisor: the figure that says
+            // which exits are worth removing first.
+            let mut line = alloc::string::String::new();
+            for (kind, c) in vm.stats.mean_cycles() {
+                use core::fmt::Write;
+                let _ = write!(line, " {kind}={c}");
+            }
+            log!("{}: mean cycles per exit:{line}", vm.name);
             fate.is_clean()
         }
         Err(e) => {
@@ -222,5 +230,6 @@ fn build(
             .split_whitespace()
             .any(|w| w == "trace")
             .then(|| crate::vmm::Trace::new(tsc_hz / 2)),
+        waited: 0,
     })
 }

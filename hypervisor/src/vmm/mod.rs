@@ -54,6 +54,9 @@ pub struct Vm<V: Vcpu> {
     pub xcr0_mask: u64,
     /// The `trace` sampler, when the hypervisor's command line asks for it.
     pub trace: Option<Trace>,
+    /// TSC cycles the current exit spent waiting in `idle` for the guest's
+    /// next interrupt (not charged to the exit).
+    pub waited: u64,
 }
 
 /// Prints a line of guest state every `every` TSC ticks: where the guest
@@ -84,13 +87,17 @@ impl<V: Vcpu> Vm<V> {
         loop {
             self.deliver_interrupts();
             let exit = self.vcpu.run();
+            let t0 = self.vcpu.now();
             self.stats.count(&exit);
             self.sample();
-            if let Some(fate) = self.handle(exit) {
-                self.platform.flush_console(self.name);
+            self.waited = 0;
+            let fate = self.handle(&exit);
+            self.platform.flush_console(self.name);
+            if let Some(fate) = fate {
                 return fate;
             }
-            self.platform.flush_console(self.name);
+            let spent = self.vcpu.now().saturating_sub(t0 + self.waited);
+            self.stats.charge(&exit, spent);
         }
     }
 
@@ -112,8 +119,8 @@ impl<V: Vcpu> Vm<V> {
         self.vcpu.set_timer(self.platform.next_deadline());
     }
 
-    fn handle(&mut self, exit: VmExit) -> Option<Fate> {
-        match exit {
+    fn handle(&mut self, exit: &VmExit) -> Option<Fate> {
+        match *exit {
             VmExit::Cpuid => {
                 let leaf = self.vcpu.gpr(RAX) as u32;
                 let sub = self.vcpu.gpr(RCX) as u32;
@@ -247,6 +254,13 @@ impl<V: Vcpu> Vm<V> {
 
     /// HLT: waits for the next interrupt (a timer, or console input).
     fn idle(&mut self) -> Option<Fate> {
+        let t0 = self.vcpu.now();
+        let fate = self.wait_for_interrupt();
+        self.waited = self.vcpu.now().saturating_sub(t0);
+        fate
+    }
+
+    fn wait_for_interrupt(&mut self) -> Option<Fate> {
         loop {
             self.sample();
             let now = self.vcpu.now();

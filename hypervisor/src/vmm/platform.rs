@@ -323,20 +323,7 @@ impl Platform {
             PagingMode::Pae => decode::PagingMode::Pae,
             PagingMode::Long4 => decode::PagingMode::Long4,
         };
-        let ram = &*self.ram;
-        let read = |gpa: u64| -> Option<u64> {
-            let a = gpa as usize;
-            ram.get(a..a + 8)
-                .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-        };
-        let mut out = [0u8; 15];
-        for (i, b) in out.iter_mut().enumerate() {
-            let gva = vcpu.rip() + i as u64;
-            let gpa =
-                decode::translate(vcpu.cr3(), gva, mode, &read).ok_or("guest RIP not mapped")?;
-            *b = *ram.get(gpa as usize).ok_or("guest RIP outside RAM")?;
-        }
-        Ok(out)
+        decode::fetch(self.ram, vcpu.cr3(), vcpu.rip(), mode)
     }
 
     /// Prints the guest's complete console lines with its prefix.

@@ -28,6 +28,10 @@ pub const INJECTED: usize = 16;
 #[derive(Clone, Default)]
 pub struct ExitStats {
     counts: [u64; KINDS.len()],
+    /// TSC cycles the hypervisor spent answering each kind, from the
+    /// backend's return to the next entry, less any wait for the guest's
+    /// next interrupt (an idle guest's HLT is not a cost of the exit).
+    cycles: [u64; KINDS.len()],
 }
 
 pub fn kind(e: &VmExit) -> usize {
@@ -54,6 +58,20 @@ pub fn kind(e: &VmExit) -> usize {
 impl ExitStats {
     pub fn count(&mut self, e: &VmExit) {
         self.counts[kind(e)] += 1;
+    }
+
+    /// Charges `cycles` of handling to the kind of exit `e`.
+    pub fn charge(&mut self, e: &VmExit, cycles: u64) {
+        self.cycles[kind(e)] += cycles;
+    }
+
+    /// Mean handling cycles per exit of each kind that occurred.
+    pub fn mean_cycles(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        KINDS[..INJECTED]
+            .iter()
+            .zip(self.counts.iter().zip(self.cycles.iter()))
+            .filter(|(_, (n, _))| **n > 0)
+            .map(|(k, (n, c))| (*k, c / n))
     }
 
     pub fn injected(&mut self) {
@@ -106,5 +124,9 @@ mod tests {
         assert_eq!(s.total_exits(), 3);
         let v: Vec<_> = s.nonzero().collect();
         assert_eq!(v, [("cpuid", 2), ("io", 1), ("injected-interrupts", 1)]);
+        s.charge(&VmExit::Cpuid, 100);
+        s.charge(&VmExit::Cpuid, 300);
+        let m: Vec<_> = s.mean_cycles().collect();
+        assert_eq!(m, [("cpuid", 200), ("io", 0)]);
     }
 }

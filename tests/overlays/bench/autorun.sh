@@ -25,10 +25,14 @@ for size in $(arg sizes | tr , ' '); do
     vmlink-guest bench-rr udp $peer $u "$(arg reps)"
     vmlink-guest bench-rr tcp $peer $size "$(arg reps)"
 done
+# Each bulk repetition twice: the sender writing normally (two copies on its
+# side) and with MSG_ZEROCOPY (only the driver's copy into the channel).
 i=0
 while [ $i -lt "$(arg bulk_reps)" ]; do
     i=$((i + 1))
-    vmlink-guest bench-bulk $peer "$(arg bulk)" $i
+    for send in copy zerocopy; do
+        vmlink-guest bench-bulk $peer "$(arg bulk)" $i $send
+    done
 done
 vmlink-guest bench-stop $peer
 echo "bench: end"
