@@ -472,7 +472,7 @@ impl Report<'_> {
                     copied.push(format!("path {}: {} of {}", p.id, b.zc_copied, b.zc_sends));
                 }
                 let show = |f: &Option<Spread>, d| f.map(|s| s.show(d)).unwrap_or("–".into());
-                let tput = |id| self.bulk(id, send).and_then(|x| med(&x.bytes_per_kcycle));
+                let tput = |id| self.bulk_median(id, send, |b| b.bytes_per_kcycle);
                 let _ = writeln!(
                     s,
                     "| {} {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
@@ -534,6 +534,7 @@ impl Report<'_> {
                 ));
             }
         }
+        let copy = self.ok(4).and_then(|r| r.copy_1500.map(|s| s.median));
         for send in SENDS {
             let tput = |id| self.bulk_median(id, send, |b| b.bytes_per_kcycle);
             out.push((
@@ -545,7 +546,6 @@ impl Report<'_> {
                 verdict(tput(4).zip(tput(2)).map(|(a, b)| a >= 1.45 * b)),
             ));
             let mtu = |id| self.bulk_median(id, send, |b| b.rx_cycles_per_mtu);
-            let copy = self.ok(4).and_then(|r| r.copy_1500.map(|s| s.median));
             out.push((
                 format!(
                     "receiver cycles per 1500 B lower by at least one 1500-byte copy ({} cycles, `rep movsb` as the guest kernel copies; {} sender): path 2 {} → path 4 {}",

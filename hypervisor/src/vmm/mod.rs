@@ -56,7 +56,7 @@ pub struct Vm<V: Vcpu> {
     pub trace: Option<Trace>,
     /// TSC cycles the current exit spent waiting in `idle` for the guest's
     /// next interrupt (not charged to the exit).
-    pub waited: u64,
+    waited: u64,
 }
 
 /// Prints a line of guest state every `every` TSC ticks: where the guest
