@@ -21,6 +21,10 @@ struct Side {
     attached: AtomicBool,
     /// A notification waits for this side's guest.
     pending: AtomicBool,
+    /// This side's CPU is in the hypervisor's idle loop (its guest halted),
+    /// which polls `pending`: a notification then needs no IPI, which would
+    /// only make the guest exit again right after its next entry.
+    idle: AtomicBool,
     doorbells: AtomicU64,
     interrupts: AtomicU64,
     mediated: AtomicU64,
@@ -114,9 +118,19 @@ impl Channel {
         // A kick is already on its way while the flag is set (the side
         // clears it before it injects): one IPI per notification taken,
         // however fast a peer rings.
-        if !self.sides[side].pending.swap(true, Ordering::SeqCst) {
+        // No IPI to a side in its idle loop: it polls the flag. Both
+        // flags are SeqCst, and the side clears `idle` before it polls
+        // `pending` again, so either it sees the flag or this sees it busy.
+        let s = &self.sides[side];
+        if !s.pending.swap(true, Ordering::SeqCst) && !s.idle.load(Ordering::SeqCst) {
             (self.kick)(self.cpus[side]);
         }
+    }
+
+    /// `side`'s CPU enters (true) or leaves its idle loop. After leaving,
+    /// it must look at [`Channel::take_pending`] before entering its guest.
+    pub fn set_idle(&self, side: usize, idle: bool) {
+        self.sides[side].idle.store(idle, Ordering::SeqCst);
     }
 
     /// The VM on `side` starts or stops running. A stopped VM's driver is
@@ -285,6 +299,13 @@ mod tests {
         assert!(ch.take_pending(1));
         assert_eq!(ch.doorbell(0), 0);
         assert_eq!(*KICKS.lock().unwrap(), vec![7, 7]);
+        // vm1 idles, polling its flag: the doorbell sets it, no IPI.
+        assert!(ch.take_pending(1));
+        ch.set_idle(1, true);
+        assert_eq!(ch.doorbell(0), 0);
+        assert_eq!(*KICKS.lock().unwrap(), vec![7, 7]);
+        ch.set_idle(1, false);
+        assert!(ch.take_pending(1));
         // The mediated path: frame copied into buffer 3 of vm0's section,
         // descriptor at vm0's tx_prod, which advances; bad input refused.
         let frame = [0x5Au8; 100];

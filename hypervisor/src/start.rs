@@ -434,7 +434,9 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
     use crate::arch::x64::vmx::{ept::IdentityTables, vcpu};
     use crate::selftest as t;
     let caps = vmx::read_caps();
-    let chosen = vcpu::choose_controls(&caps).unwrap_or_else(|m| fatal(format_args!("{m}")));
+    let chosen = vcpu::choose_controls(&caps)
+        .unwrap_or_else(|m| fatal(format_args!("{m}")))
+        .without_apic_virt();
     vcpu::vmxon(frames, &caps).unwrap_or_else(|e| fatal(format_args!("{e}")));
     const RAM: u64 = 2 << 20;
     let hpa = frames
@@ -445,7 +447,7 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
     let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, RAM as usize) };
     ram.fill(0);
     t::build(ram);
-    let runs = crate::vmm::memmap::plan(hpa, RAM, None);
+    let runs = crate::vmm::memmap::plan(hpa, RAM, None, None);
     let ept = crate::vmm::memmap::build(&mut IdentityTables(frames), &runs, chosen.page_sizes())
         .unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
     let boot = vcpu::BootState {
@@ -457,7 +459,7 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
         code_selector: 0x10,
         data_selector: 0x18,
     };
-    let mut v = vcpu::VmxVcpu::new(frames, &caps, chosen, ept.pointer(), 1, &boot)
+    let mut v = vcpu::VmxVcpu::new(frames, &caps, chosen, ept.pointer(), 1, &boot, None)
         .unwrap_or_else(|e| fatal(format_args!("{e}")));
     let sig = u32::from_le_bytes([
         vmlink_abi::CPUID_SIGNATURE[0],

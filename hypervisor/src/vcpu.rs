@@ -41,6 +41,18 @@ pub enum VmExit {
     InterruptWindow,
     /// The deadline set with [`Vcpu::set_timer`] has passed.
     Timer,
+    /// A write to a local APIC register that the CPU completed in its
+    /// register page and left for the caller to act on (the ICR, for an IPI
+    /// that is not a plain self-IPI).
+    ApicWrite {
+        offset: u32,
+        value: u32,
+    },
+    /// The guest ended `vector`, which is marked as needing it, in its
+    /// local APIC (a level-triggered line waiting for its EOI).
+    ApicEoi {
+        vector: u8,
+    },
     /// An access to guest-physical memory that is not mapped for it.
     MemoryFault {
         gpa: u64,
@@ -66,6 +78,26 @@ pub enum VmExit {
         code: u32,
         qualification: u64,
     },
+}
+
+/// The local APIC's interrupt state, handed to a CPU that delivers
+/// interrupts itself ([`Vcpu::delivers_interrupts`]) before each entry and
+/// read back after each exit: pending (IRR) and in-service (ISR) vectors
+/// and the task priority move while the guest runs; the rest tells the CPU
+/// how to treat them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ApicState {
+    pub irr: [u32; 8],
+    pub isr: [u32; 8],
+    pub tpr: u32,
+    /// The APIC ID register and the ICR's destination half, which the CPU
+    /// consults to recognise a self-IPI it may deliver on its own.
+    pub id: u32,
+    pub icr_high: u32,
+    /// Software-enabled (SVR bit 8): a disabled APIC delivers nothing.
+    pub enabled: bool,
+    /// Vectors whose EOI must exit ([`VmExit::ApicEoi`]), one bit each.
+    pub eoi_exits: [u64; 4],
 }
 
 /// Guest paging mode, for walking the guest's page tables.
@@ -97,6 +129,15 @@ pub trait Vcpu {
     /// Whether an external interrupt can be injected right now.
     fn interruptible(&self) -> bool;
     fn inject_interrupt(&mut self, vector: u8);
+    /// Whether the CPU delivers the guest's interrupts and retires its EOIs
+    /// itself from the state given with [`Vcpu::set_apic_state`] (VT-x
+    /// virtual-interrupt delivery). Without it the caller injects each
+    /// vector and emulates every APIC access.
+    fn delivers_interrupts(&self) -> bool;
+    /// Hands the APIC state to the CPU for the next entry.
+    fn set_apic_state(&mut self, s: &ApicState);
+    /// Reads back what the CPU changed while the guest ran (IRR, ISR, TPR).
+    fn apic_state(&self, s: &mut ApicState);
     fn inject_exception(&mut self, vector: u8, error_code: Option<u32>);
     fn request_interrupt_window(&mut self, on: bool);
     /// Exit with [`VmExit::Timer`] once the TSC passes `deadline`.

@@ -111,11 +111,33 @@ impl IoApic {
             }
         }
     }
+
+    /// The vectors of level-triggered lines, one bit each: the EOIs this
+    /// I/O APIC must hear about.
+    pub fn level_vectors(&self) -> [u64; 4] {
+        let mut v = [0u64; 4];
+        for e in self.redir.iter().filter(|e| *e & LEVEL != 0) {
+            let vector = (*e & 0xFF) as usize;
+            v[vector / 64] |= 1 << (vector % 64);
+        }
+        v
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn level_vectors_are_the_eois_to_hear() {
+        let mut io = IoApic::new();
+        assert_eq!(io.level_vectors(), [0; 4]);
+        io.write(0x00, 0x10 + 2 * 4);
+        io.write(0x10, 0x34); // edge
+        io.write(0x00, 0x10 + 2 * 9);
+        io.write(0x10, LEVEL as u32 | MASKED as u32 | 0x91);
+        assert_eq!(io.level_vectors(), [0, 0, 1 << (0x91 - 128), 0]);
+    }
 
     fn program(io: &mut IoApic, pin: u32, low: u32) {
         io.write(0, 0x10 + 2 * pin);

@@ -6,6 +6,7 @@
 //! CPUID leaf 0x15 reports (see `vm::cpuid::crystal`), divided by the
 //! divide configuration; TSC-deadline mode compares against the TSC itself.
 
+use crate::vcpu::ApicState;
 use crate::vm::cpuid::crystal;
 
 const ID: u32 = 0x20;
@@ -134,6 +135,10 @@ pub struct LocalApic {
     tsc_per_tick: u64,
     /// IPIs refused since the caller last looked.
     pub refused: Option<RefusedIpi>,
+    /// Vectors that became pending (not already pending) since the caller
+    /// last looked: the interrupts a CPU that delivers them itself will
+    /// deliver.
+    accepted: u64,
 }
 
 fn lvt_index(off: u32) -> Option<usize> {
@@ -169,6 +174,7 @@ impl LocalApic {
             tsc_deadline: 0,
             tsc_per_tick: u64::from(ratio),
             refused: None,
+            accepted: 0,
         }
     }
 
@@ -269,8 +275,36 @@ impl LocalApic {
     /// Sets a vector pending (from the timer, a self-IPI or the I/O APIC).
     pub fn accept(&mut self, vector: u8) {
         if vector >= 16 {
-            self.irr[usize::from(vector / 32)] |= 1 << (vector % 32);
+            let (i, b) = (usize::from(vector / 32), 1u32 << (vector % 32));
+            if self.irr[i] & b == 0 {
+                self.accepted += 1;
+            }
+            self.irr[i] |= b;
         }
+    }
+
+    /// How many vectors became pending since the last call.
+    pub fn take_accepted(&mut self) -> u64 {
+        core::mem::take(&mut self.accepted)
+    }
+
+    /// The state a CPU that delivers interrupts itself works from; the
+    /// caller adds which vectors' EOIs must exit.
+    pub fn export(&self, s: &mut ApicState) {
+        s.irr = self.irr;
+        s.isr = self.isr;
+        s.tpr = self.tpr;
+        s.id = self.read(ID, 0);
+        s.icr_high = (self.icr >> 32) as u32;
+        s.enabled = self.svr & SVR_ENABLE != 0;
+    }
+
+    /// Takes back what that CPU changed while the guest ran: vectors it
+    /// delivered (IRR to ISR), EOIs it retired, TPR writes and self-IPIs.
+    pub fn import(&mut self, s: &ApicState) {
+        self.irr = s.irr;
+        self.isr = s.isr;
+        self.tpr = s.tpr & 0xFF;
     }
 
     fn highest(bits: &[u32; 8]) -> Option<u8> {
@@ -621,6 +655,38 @@ mod tests {
         );
         a.write(ICR_LOW, (1 << 18) | 0x42, 0); // shorthand self
         assert!(a.refused.is_none());
+    }
+
+    #[test]
+    fn hardware_delivery_round_trip() {
+        let mut a = apic();
+        a.write(TPR, 0x20, 0);
+        a.accept(0x41);
+        a.accept(0x41);
+        a.accept(0x61);
+        assert_eq!(a.take_accepted(), 2, "a vector already pending counts once");
+        assert_eq!(a.take_accepted(), 0);
+        let mut s = ApicState::default();
+        a.export(&mut s);
+        assert!(s.enabled);
+        assert_eq!(s.id, 2 << 24);
+        assert_eq!(s.tpr, 0x20);
+        assert_eq!(s.irr[2], 1 << 1);
+        assert_eq!(s.irr[3], 1 << 1);
+        // The CPU delivered 0x61, the guest ended it, then 0x41 was delivered.
+        s.irr[3] = 0;
+        s.isr[2] = 1 << 1;
+        s.irr[2] = 0;
+        s.tpr = 0;
+        a.import(&s);
+        assert_eq!(a.read(ISR0 + 0x20, 0), 1 << 1);
+        assert_eq!(a.read(IRR0 + 0x60, 0), 0);
+        assert_eq!(a.read(TPR, 0), 0);
+        assert_eq!(a.pending(), None, "0x41 is in service");
+        assert_eq!(a.write(EOI, 0, 0), Some(0x41));
+        a.write(SVR, 0xFF, 0);
+        a.export(&mut s);
+        assert!(!s.enabled);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use crate::frames::FrameAllocator;
 use crate::guest::{aml, load_linux, AcpiConfig};
 use crate::log;
 use crate::partition::{module_name, Partition};
+use crate::vcpu::Vcpu;
 use crate::vm::cpuid::{CpuidConfig, Placement};
 use crate::vmm::platform::{Hidden, Platform};
 use crate::vmm::stats::ExitStats;
@@ -132,6 +133,13 @@ fn build(
     let ram_bytes = u64::from(entry.ram_mib) << 20;
     let caps = vmx::read_caps();
     let chosen = vcpu::choose_controls(&caps).map_err(|m| format!("{m}"))?;
+    // `no-apicv` on the hypervisor's command line keeps the local APIC
+    // emulated by exits alone, for comparison or to rule the feature out.
+    let chosen = if boot.cmdline().split_whitespace().any(|w| w == "no-apicv") {
+        chosen.without_apic_virt()
+    } else {
+        chosen
+    };
     let (mut kbuf, mut ibuf) = ([0u8; 32], [0u8; 32]);
     let kernel_name = module_name(name, "kernel", &mut kbuf);
     let initrd_name = module_name(name, "initrd", &mut ibuf);
@@ -170,7 +178,23 @@ fn build(
     let cmdline = format!("{} vmlink.name={name}", entry.cmdline());
     let linux = load_linux(ram, kernel, initrd, &cmdline, &acpi)
         .map_err(|e| format!("{kernel_name}: {e}"))?;
-    let runs = memmap::plan(hpa, ram_bytes, channel.map(|c| (&c.frames, index)));
+    // The page the CPU recognises the guest's APIC accesses by; its
+    // contents are never used.
+    let apic_access = if chosen.apic_virt {
+        Some(
+            frames
+                .alloc(4096, 4096)
+                .ok_or("out of memory for the APIC-access page")?,
+        )
+    } else {
+        None
+    };
+    let runs = memmap::plan(
+        hpa,
+        ram_bytes,
+        channel.map(|c| (&c.frames, index)),
+        apic_access,
+    );
     let ept = memmap::build(&mut IdentityTables(frames), &runs, chosen.page_sizes())
         .ok_or("no memory for EPT")?;
     let state = vcpu::BootState {
@@ -189,6 +213,7 @@ fn build(
         ept.pointer(),
         index as u16 + 1,
         &state,
+        apic_access.map(|hpa| (hpa, crate::vmm::platform::APIC_BASE)),
     )?;
     drop(guard);
     let hidden = Hidden {
@@ -211,12 +236,17 @@ fn build(
         platform.attach_channel(ch, index);
     }
     log!(
-        "{name}: CPU {}, {} MiB RAM at host {:#x}, TSC {} kHz, Linux entry {:#x}",
+        "{name}: CPU {}, {} MiB RAM at host {:#x}, TSC {} kHz, Linux entry {:#x}, local APIC: {}",
         part.cpu_of(index),
         entry.ram_mib,
         hpa,
         tsc_hz / 1000,
-        linux.entry_rip
+        linux.entry_rip,
+        if v.delivers_interrupts() {
+            "virtual-interrupt delivery"
+        } else {
+            "emulated by exits"
+        }
     );
     Ok(Vm {
         name,

@@ -7,6 +7,7 @@
 use alloc::vec::Vec;
 
 use crate::arch::x64::vmx::ept::{Ept, PageSizes, Perm, TableMemory};
+use crate::vmm::platform::APIC_BASE;
 use vmlink_abi::channel::{protection, Access, Layout, PAGE};
 
 /// Where the channel region appears in both guests: 64 GiB, above any RAM
@@ -35,14 +36,29 @@ pub struct Run {
 }
 
 /// The runs of the guest on `side` (0 or 1) of the channel, or of a guest
-/// without one.
-pub fn plan(ram_hpa: u64, ram_bytes: u64, channel: Option<(&ChannelFrames, usize)>) -> Vec<Run> {
+/// without one. `apic_access` is the page a CPU that virtualizes the local
+/// APIC recognises accesses by; without it the APIC page stays unmapped and
+/// every access exits as an EPT violation.
+pub fn plan(
+    ram_hpa: u64,
+    ram_bytes: u64,
+    channel: Option<(&ChannelFrames, usize)>,
+    apic_access: Option<u64>,
+) -> Vec<Run> {
     let mut runs = alloc::vec![Run {
         gpa: 0,
         hpa: ram_hpa,
         len: ram_bytes,
         perm: Perm::ReadWriteExec,
     }];
+    if let Some(hpa) = apic_access {
+        runs.push(Run {
+            gpa: APIC_BASE,
+            hpa,
+            len: PAGE,
+            perm: Perm::ReadWrite,
+        });
+    }
     if let Some((ch, side)) = channel {
         for (off, len, access) in protection(&ch.layout, side) {
             let hpa = if off == 0 {
@@ -136,7 +152,7 @@ mod tests {
         for (side, mib) in sizes_mib.iter().enumerate() {
             let bytes = mib << 20;
             let hpa = mem.frames.alloc(bytes, 2 << 20).unwrap();
-            let runs = plan(hpa, bytes, Some((&ch, side)));
+            let runs = plan(hpa, bytes, Some((&ch, side)), None);
             let ept = build(&mut mem, &runs, sizes).unwrap();
             guests.push((Range::new(hpa, hpa + bytes), walk(&ept, &mem)));
         }
@@ -222,7 +238,7 @@ mod tests {
 
     #[test]
     fn a_guest_without_channel_maps_only_its_ram() {
-        let runs = plan(0x4000_0000, 32 << 20, None);
+        let runs = plan(0x4000_0000, 32 << 20, None, None);
         assert_eq!(
             runs,
             vec![Run {
@@ -231,6 +247,20 @@ mod tests {
                 len: 32 << 20,
                 perm: Perm::ReadWriteExec
             }]
+        );
+    }
+
+    #[test]
+    fn the_apic_access_page_is_mapped_data_only_where_given() {
+        let runs = plan(0x4000_0000, 32 << 20, None, Some(0x7000));
+        assert_eq!(
+            runs[1],
+            Run {
+                gpa: APIC_BASE,
+                hpa: 0x7000,
+                len: 4096,
+                perm: Perm::ReadWrite
+            }
         );
     }
 }

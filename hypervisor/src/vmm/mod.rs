@@ -10,7 +10,7 @@ pub mod stats;
 
 use core::fmt::Write;
 
-use crate::vcpu::{Vcpu, VmExit, RAX, RBX, RCX, RDI, RDX, RSI};
+use crate::vcpu::{ApicState, Vcpu, VmExit, RAX, RBX, RCX, RDI, RDX, RSI};
 use platform::Platform;
 use stats::ExitStats;
 
@@ -88,6 +88,11 @@ impl<V: Vcpu> Vm<V> {
             self.deliver_interrupts();
             let exit = self.vcpu.run();
             let t0 = self.vcpu.now();
+            if self.vcpu.delivers_interrupts() {
+                let mut s = ApicState::default();
+                self.vcpu.apic_state(&mut s);
+                self.platform.import_apic(&s);
+            }
             self.stats.count(&exit);
             self.sample();
             self.waited = 0;
@@ -102,10 +107,19 @@ impl<V: Vcpu> Vm<V> {
     }
 
     /// Moves device interrupts into the guest, or asks to be told when it
-    /// can take them.
+    /// can take them. A CPU that delivers interrupts itself gets the local
+    /// APIC's state instead and delivers when the guest can take them.
     fn deliver_interrupts(&mut self) {
         let now = self.vcpu.now();
         self.platform.poll(now);
+        if self.vcpu.delivers_interrupts() {
+            self.stats.injected_many(self.platform.take_accepted());
+            let mut s = ApicState::default();
+            self.platform.export_apic(&mut s);
+            self.vcpu.set_apic_state(&s);
+            self.vcpu.set_timer(self.platform.next_deadline());
+            return;
+        }
         match self.platform.pending_interrupt() {
             Some(v) if self.vcpu.interruptible() => {
                 self.vcpu.inject_interrupt(v);
@@ -233,6 +247,11 @@ impl<V: Vcpu> Vm<V> {
                 self.vcpu.set_gpr(RAX, r as u64);
                 self.vcpu.skip_instruction();
             }
+            VmExit::ApicWrite { offset, value } => {
+                let now = self.vcpu.now();
+                self.platform.apic_write(offset, value, now);
+            }
+            VmExit::ApicEoi { vector } => self.platform.level_eoi(vector),
             VmExit::VirtualizationInstruction => self.vcpu.inject_exception(UD, None),
             VmExit::HostInterrupt | VmExit::InterruptWindow | VmExit::Timer => {}
             VmExit::TripleFault => return Some(Fate::TripleFault),
@@ -255,7 +274,10 @@ impl<V: Vcpu> Vm<V> {
     /// HLT: waits for the next interrupt (a timer, or console input).
     fn idle(&mut self) -> Option<Fate> {
         let t0 = self.vcpu.now();
+        self.platform.set_idle(true);
         let fate = self.wait_for_interrupt();
+        // The next `deliver_interrupts` polls the channel again.
+        self.platform.set_idle(false);
         self.waited = self.vcpu.now().saturating_sub(t0);
         fate
     }

@@ -8,7 +8,7 @@ use super::Fate;
 use crate::channel::Channel;
 use crate::devices::pci::{ChannelFunction, PciBus};
 use crate::devices::{ioapic::IoApic, lapic::LocalApic, uart::Uart};
-use crate::vcpu::{PagingMode, Vcpu};
+use crate::vcpu::{ApicState, PagingMode, Vcpu};
 use crate::vm::{cpuid, decode, msr};
 use crate::vmm::hypercall::ChannelOps;
 use crate::vmm::memmap::CHANNEL_GPA;
@@ -164,6 +164,15 @@ impl Platform {
         }
     }
 
+    /// The guest halted (true) or is about to run again (false): while
+    /// halted, a channel notification is polled for rather than sent as an
+    /// IPI. After `false`, [`Platform::poll`] must run before the entry.
+    pub fn set_idle(&self, idle: bool) {
+        if let Some((ch, side)) = self.channel {
+            ch.set_idle(side, idle);
+        }
+    }
+
     /// The device state the `trace` sampler prints.
     pub fn trace(&self, now: u64, out: &mut dyn core::fmt::Write) {
         let _ = write!(
@@ -193,6 +202,36 @@ impl Platform {
 
     pub fn acknowledge(&mut self, vector: u8) {
         self.lapic.ack(vector);
+    }
+
+    /// For a CPU that delivers interrupts itself: the local APIC's state,
+    /// with an EOI exit for each vector the I/O APIC delivers level-
+    /// triggered (the only EOIs a device model here must hear about).
+    pub fn export_apic(&self, s: &mut ApicState) {
+        self.lapic.export(s);
+        s.eoi_exits = self.ioapic.level_vectors();
+    }
+
+    /// What that CPU changed while the guest ran.
+    pub fn import_apic(&mut self, s: &ApicState) {
+        self.lapic.import(s);
+    }
+
+    /// Vectors that became pending since the last call (what a CPU that
+    /// delivers interrupts itself will deliver).
+    pub fn take_accepted(&mut self) -> u64 {
+        self.lapic.take_accepted()
+    }
+
+    /// A register write the CPU completed in its register page.
+    pub fn apic_write(&mut self, offset: u32, value: u32, now: u64) {
+        let ended = self.lapic.write(offset, value, now);
+        self.after_apic_write(ended);
+    }
+
+    /// An EOI the CPU retired for a vector the I/O APIC asked to hear of.
+    pub fn level_eoi(&mut self, vector: u8) {
+        self.ioapic.eoi(vector);
     }
 
     pub fn next_deadline(&self) -> Option<u64> {

@@ -3,7 +3,7 @@
 use crate::vcpu::VmExit;
 
 /// Exit kinds as counted and printed.
-pub const KINDS: [&str; 17] = [
+pub const KINDS: [&str; 19] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -20,10 +20,12 @@ pub const KINDS: [&str; 17] = [
     "triple-fault",
     "entry-failed",
     "other",
+    "apic-write",
+    "apic-eoi",
     "injected-interrupts",
 ];
 
-pub const INJECTED: usize = 16;
+pub const INJECTED: usize = 18;
 
 #[derive(Clone, Default)]
 pub struct ExitStats {
@@ -52,6 +54,8 @@ pub fn kind(e: &VmExit) -> usize {
         VmExit::TripleFault => 13,
         VmExit::EntryFailed => 14,
         VmExit::Other { .. } => 15,
+        VmExit::ApicWrite { .. } => 16,
+        VmExit::ApicEoi { .. } => 17,
     }
 }
 
@@ -75,7 +79,11 @@ impl ExitStats {
     }
 
     pub fn injected(&mut self) {
-        self.counts[INJECTED] += 1;
+        self.injected_many(1);
+    }
+
+    pub fn injected_many(&mut self, n: u64) {
+        self.counts[INJECTED] += n;
     }
 
     pub fn get(&self, name: &str) -> u64 {

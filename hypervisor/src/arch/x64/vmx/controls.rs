@@ -14,6 +14,7 @@ pub mod pin {
 pub mod proc {
     pub const INTERRUPT_WINDOW_EXITING: u32 = 1 << 2;
     pub const HLT_EXITING: u32 = 1 << 7;
+    pub const USE_TPR_SHADOW: u32 = 1 << 21;
     pub const CR3_LOAD_EXITING: u32 = 1 << 15;
     pub const CR3_STORE_EXITING: u32 = 1 << 16;
     pub const USE_IO_BITMAPS: u32 = 1 << 25;
@@ -22,9 +23,11 @@ pub mod proc {
 }
 
 pub mod proc2 {
+    pub const VIRTUALIZE_APIC_ACCESSES: u32 = 1 << 0;
     pub const ENABLE_EPT: u32 = 1 << 1;
     pub const ENABLE_RDTSCP: u32 = 1 << 3;
     pub const ENABLE_VPID: u32 = 1 << 5;
+    pub const VIRTUAL_INTERRUPT_DELIVERY: u32 = 1 << 9;
     pub const ENABLE_INVPCID: u32 = 1 << 12;
     pub const ENABLE_XSAVES: u32 = 1 << 20;
 }
@@ -60,9 +63,22 @@ pub struct Chosen {
     pub xsaves: bool,
     pub ept_2m: bool,
     pub ept_1g: bool,
+    /// Virtual-interrupt delivery: the CPU delivers the guest's pending
+    /// vectors and retires its EOIs from the virtual-APIC page, so neither
+    /// an interrupt window nor an EOI costs an exit.
+    pub apic_virt: bool,
 }
 
 impl Chosen {
+    /// The same controls with the local APIC emulated by exits alone
+    /// (the `no-apicv` boot option, the self-test guest).
+    pub fn without_apic_virt(mut self) -> Self {
+        self.proc &= !proc::USE_TPR_SHADOW;
+        self.proc2 &= !(proc2::VIRTUALIZE_APIC_ACCESSES | proc2::VIRTUAL_INTERRUPT_DELIVERY);
+        self.apic_virt = false;
+        self
+    }
+
     pub fn page_sizes(&self) -> super::ept::PageSizes {
         super::ept::PageSizes {
             gib: self.ept_1g,
@@ -119,7 +135,11 @@ pub fn choose(caps: &VmxCaps) -> Result<Chosen, Missing> {
     // (no TRUE controls); the handler copes with those exits.
     let proc = adjust(
         m.procbased,
-        proc::HLT_EXITING | proc::USE_IO_BITMAPS | proc::USE_MSR_BITMAPS | proc::ACTIVATE_SECONDARY,
+        proc::HLT_EXITING
+            | proc::USE_IO_BITMAPS
+            | proc::USE_MSR_BITMAPS
+            | proc::ACTIVATE_SECONDARY
+            | proc::USE_TPR_SHADOW,
     );
     require(
         proc,
@@ -142,7 +162,9 @@ pub fn choose(caps: &VmxCaps) -> Result<Chosen, Missing> {
             | proc2::ENABLE_VPID
             | proc2::ENABLE_RDTSCP
             | proc2::ENABLE_INVPCID
-            | proc2::ENABLE_XSAVES,
+            | proc2::ENABLE_XSAVES
+            | proc2::VIRTUALIZE_APIC_ACCESSES
+            | proc2::VIRTUAL_INTERRUPT_DELIVERY,
     );
     require(proc2, &[(proc2::ENABLE_EPT, "EPT")])?;
     if !caps.ept_4level() {
@@ -160,6 +182,11 @@ pub fn choose(caps: &VmxCaps) -> Result<Chosen, Missing> {
     } else {
         proc2 & !proc2::ENABLE_VPID
     };
+    // Virtual-interrupt delivery needs all three controls (and external-
+    // interrupt exiting, required above); with any missing, the APIC stays
+    // emulated by exits.
+    let apic_bits = proc2::VIRTUALIZE_APIC_ACCESSES | proc2::VIRTUAL_INTERRUPT_DELIVERY;
+    let apic_virt = proc & proc::USE_TPR_SHADOW != 0 && proc2 & apic_bits == apic_bits;
     let exit = adjust(
         m.exit,
         exit::HOST_ADDRESS_SPACE_SIZE
@@ -206,7 +233,19 @@ pub fn choose(caps: &VmxCaps) -> Result<Chosen, Missing> {
         xsaves: proc2 & proc2::ENABLE_XSAVES != 0,
         ept_2m: caps.ept_2m(),
         ept_1g: caps.ept_1g(),
-    })
+        apic_virt: true,
+    }
+    .with_apic_virt(apic_virt))
+}
+
+impl Chosen {
+    fn with_apic_virt(self, on: bool) -> Self {
+        if on {
+            self
+        } else {
+            self.without_apic_virt()
+        }
+    }
 }
 
 /// Adjusts a CR0/CR4 value to the bits VMX operation fixes.
@@ -261,6 +300,35 @@ mod tests {
         );
         // allowed-0 bits of the MSR stay set
         assert_eq!(c.pin & 0x16, 0x16);
+        assert!(c.apic_virt);
+        assert_ne!(c.proc & proc::USE_TPR_SHADOW, 0);
+        let off = c.without_apic_virt();
+        assert!(!off.apic_virt);
+        assert_eq!(off.proc & proc::USE_TPR_SHADOW, 0);
+        assert_eq!(
+            off.proc2 & (proc2::VIRTUALIZE_APIC_ACCESSES | proc2::VIRTUAL_INTERRUPT_DELIVERY),
+            0
+        );
+    }
+
+    #[test]
+    fn apic_virtualization_needs_all_three_controls() {
+        for (which, bit) in [
+            (0, proc2::VIRTUALIZE_APIC_ACCESSES),
+            (0, proc2::VIRTUAL_INTERRUPT_DELIVERY),
+            (1, proc::USE_TPR_SHADOW),
+        ] {
+            let mut m = msrs();
+            if which == 0 {
+                m.procbased2 &= !(u64::from(bit) << 32);
+            } else {
+                m.procbased &= !(u64::from(bit) << 32);
+            }
+            let c = choose(&VmxCaps::new(m)).unwrap();
+            assert!(!c.apic_virt, "{bit:#x}");
+            assert_eq!(c.proc2 & proc2::VIRTUAL_INTERRUPT_DELIVERY, 0);
+            assert_eq!(c.proc & proc::USE_TPR_SHADOW, 0);
+        }
     }
 
     #[test]

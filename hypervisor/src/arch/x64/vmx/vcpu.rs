@@ -11,7 +11,7 @@ use super::entry::{self, FxArea, GuestRegs};
 use super::vmcs::{self, control, guest, host, ro};
 use crate::arch::x64::{cpu, idt};
 use crate::frames::FrameAllocator;
-use crate::vcpu::{Gpr, PagingMode, Vcpu, VmExit};
+use crate::vcpu::{ApicState, Gpr, PagingMode, Vcpu, VmExit};
 
 /// The guest's initial 64-bit state (Linux's 64-bit boot protocol).
 #[derive(Clone, Copy, Debug)]
@@ -42,6 +42,13 @@ const IA32_EFER: u32 = 0xC000_0080;
 const IA32_PAT: u32 = 0x277;
 const IA32_GS_BASE: u32 = 0xC000_0101;
 
+const EOI_EXIT_FIELDS: [u32; 4] = [
+    control::EOI_EXIT0_FULL,
+    control::EOI_EXIT1_FULL,
+    control::EOI_EXIT2_FULL,
+    control::EOI_EXIT3_FULL,
+];
+
 const INTR_INFO_VALID: u64 = 1 << 31;
 const INTR_TYPE_EXTERNAL: u64 = 0 << 8;
 const INTR_TYPE_HW_EXCEPTION: u64 = 3 << 8;
@@ -60,6 +67,46 @@ pub struct VmxVcpu {
     exit_qualification: u64,
     exit_instruction_len: u64,
     event_pending: bool,
+    /// With virtual-interrupt delivery: the virtual-APIC page.
+    vapic: Option<VirtualApic>,
+}
+
+/// The virtual-APIC page (SDM vol. 3, 30.1) and what the backend keeps
+/// beside it.
+struct VirtualApic {
+    page: u64,
+    /// Guest-physical address of the APIC page, for the exits it causes.
+    gpa: u64,
+    /// Pending vectors kept out of the page while the APIC is software-
+    /// disabled (the CPU would deliver them), handed back on exit.
+    withheld: [u32; 8],
+    eoi_exits: [u64; 4],
+}
+
+impl VirtualApic {
+    fn reg(&self, off: u32) -> *mut u32 {
+        (self.page + u64::from(off & 0xFF0)) as *mut u32
+    }
+
+    fn read(&self, off: u32) -> u32 {
+        // SAFETY: `page` is this vCPU's identity-mapped virtual-APIC frame
+        // and `off & 0xFF0` lies within it; the CPU writes it only while
+        // this vCPU's guest runs, never concurrently with the hypervisor.
+        unsafe { self.reg(off).read_volatile() }
+    }
+
+    fn write(&self, off: u32, v: u32) {
+        // SAFETY: as for `read`.
+        unsafe { self.reg(off).write_volatile(v) }
+    }
+}
+
+/// Highest set bit of a 256-bit vector set, 0 when empty (as RVI and SVI
+/// hold it).
+fn highest_vector(bits: &[u32; 8]) -> u64 {
+    (0..8).rev().find(|&i| bits[i] != 0).map_or(0, |i| {
+        (i * 32 + 31 - bits[i].leading_zeros() as usize) as u64
+    })
 }
 
 /// MSRs the guest reads and writes directly: state the VMCS saves and loads
@@ -132,6 +179,9 @@ pub fn vmxon(frames: &mut FrameAllocator, caps: &VmxCaps) -> Result<(), &'static
 
 impl VmxVcpu {
     /// Creates the VMCS for a guest whose memory `ept_pointer` maps.
+    /// `apic_access` is the page (host-physical) the EPT maps at the
+    /// guest's APIC address (guest-physical), for virtual-interrupt
+    /// delivery; without it the APIC is emulated by exits alone.
     pub fn new(
         frames: &mut FrameAllocator,
         caps: &VmxCaps,
@@ -139,7 +189,12 @@ impl VmxVcpu {
         ept_pointer: u64,
         vpid: u16,
         boot: &BootState,
+        apic_access: Option<(u64, u64)>,
     ) -> Result<Self, &'static str> {
+        let chosen = match apic_access {
+            Some(_) if chosen.apic_virt => chosen,
+            _ => chosen.without_apic_virt(),
+        };
         let vmcs_pa = frames
             .alloc(4096, 4096)
             .ok_or("out of memory for the VMCS")?;
@@ -169,6 +224,7 @@ impl VmxVcpu {
             exit_qualification: 0,
             exit_instruction_len: 0,
             event_pending: false,
+            vapic: None,
         };
         v.regs.gpr[6] = boot.rsi;
         // The EPT structures and VPID are new to this CPU, but a VPID or EPTP
@@ -181,6 +237,9 @@ impl VmxVcpu {
             invvpid_all();
         }
         v.setup_controls(frames, ept_pointer, vpid);
+        if let (true, Some((hpa, gpa))) = (chosen.apic_virt, apic_access) {
+            v.setup_virtual_apic(frames, hpa, gpa)?;
+        }
         v.setup_host();
         v.setup_guest(caps, boot);
         Ok(v)
@@ -215,6 +274,33 @@ impl VmxVcpu {
             vmcs::write(control::XSS_EXITING_BITMAP_FULL, 0);
         }
         vmcs::write(guest::LINK_PTR_FULL, u64::MAX);
+    }
+
+    fn setup_virtual_apic(
+        &mut self,
+        frames: &mut FrameAllocator,
+        access_hpa: u64,
+        gpa: u64,
+    ) -> Result<(), &'static str> {
+        let page = frames
+            .alloc(4096, 4096)
+            .ok_or("out of memory for the virtual-APIC page")?;
+        // SAFETY: a fresh, identity-mapped frame owned by this vCPU.
+        unsafe { core::ptr::write_bytes(page as *mut u8, 0, 4096) };
+        vmcs::write(control::VIRT_APIC_ADDR_FULL, page);
+        vmcs::write(control::APIC_ACCESS_ADDR_FULL, access_hpa);
+        vmcs::write(control::TPR_THRESHOLD, 0);
+        for f in EOI_EXIT_FIELDS {
+            vmcs::write(f, 0);
+        }
+        vmcs::write(guest::INTERRUPT_STATUS, 0);
+        self.vapic = Some(VirtualApic {
+            page,
+            gpa,
+            withheld: [0; 8],
+            eoi_exits: [0; 4],
+        });
+        Ok(())
     }
 
     fn setup_host(&mut self) {
@@ -436,13 +522,46 @@ impl VmxVcpu {
                 write: q & 2 != 0,
                 exec: q & 4 != 0,
             },
+            44 => return Some(self.apic_access(q)),
+            45 => VmExit::ApicEoi { vector: q as u8 },
             52 => VmExit::Timer,
             55 => VmExit::Xsetbv,
+            56 => {
+                let offset = (q & 0xFF0) as u32;
+                let value = self.vapic.as_ref().map_or(0, |a| a.read(offset));
+                VmExit::ApicWrite { offset, value }
+            }
             code => VmExit::Other {
                 code,
                 qualification: q,
             },
         })
+    }
+
+    /// An APIC access the CPU did not virtualize (SDM vol. 3, 28.2.1,
+    /// table 28-6): a data read or write goes up as an access to the APIC
+    /// page, for the same emulation as without virtualization; anything
+    /// else (a fetch, an access during event delivery) is reported as is.
+    fn apic_access(&self, q: u64) -> VmExit {
+        let gpa = self.vapic.as_ref().map_or(0, |a| a.gpa) + (q & 0xFFF);
+        match (q >> 12) & 0xF {
+            0 => VmExit::MemoryFault {
+                gpa,
+                read: true,
+                write: false,
+                exec: false,
+            },
+            1 => VmExit::MemoryFault {
+                gpa,
+                read: false,
+                write: true,
+                exec: false,
+            },
+            _ => VmExit::Other {
+                code: 44,
+                qualification: q,
+            },
+        }
     }
 
     /// MOV to/from CR3 exits exist only where the CPU forces CR3 exiting;
@@ -621,6 +740,46 @@ impl Vcpu for VmxVcpu {
         self.event_pending = true;
     }
 
+    fn delivers_interrupts(&self) -> bool {
+        self.vapic.is_some()
+    }
+
+    fn set_apic_state(&mut self, s: &ApicState) {
+        let Some(a) = self.vapic.as_mut() else {
+            return;
+        };
+        let pending = if s.enabled { s.irr } else { [0; 8] };
+        a.withheld = if s.enabled { [0; 8] } else { s.irr };
+        for i in 0..8u32 {
+            a.write(0x200 + i * 0x10, pending[i as usize]);
+            a.write(0x100 + i * 0x10, s.isr[i as usize]);
+        }
+        a.write(0x80, s.tpr);
+        a.write(0x20, s.id);
+        a.write(0x310, s.icr_high);
+        // RVI (low byte) and SVI (high byte): the CPU works from these,
+        // not from scanning the page (SDM vol. 3, 30.1.2).
+        let status = (highest_vector(&s.isr) << 8) | highest_vector(&pending);
+        vmcs::write(guest::INTERRUPT_STATUS, status);
+        if a.eoi_exits != s.eoi_exits {
+            a.eoi_exits = s.eoi_exits;
+            for (f, v) in EOI_EXIT_FIELDS.into_iter().zip(s.eoi_exits) {
+                vmcs::write(f, v);
+            }
+        }
+    }
+
+    fn apic_state(&self, s: &mut ApicState) {
+        let Some(a) = self.vapic.as_ref() else {
+            return;
+        };
+        for i in 0..8u32 {
+            s.irr[i as usize] = a.read(0x200 + i * 0x10) | a.withheld[i as usize];
+            s.isr[i as usize] = a.read(0x100 + i * 0x10);
+        }
+        s.tpr = a.read(0x80);
+    }
+
     fn request_interrupt_window(&mut self, on: bool) {
         let p = if on {
             self.proc | proc::INTERRUPT_WINDOW_EXITING
@@ -694,6 +853,9 @@ impl Vcpu for VmxVcpu {
             "entry_intr_info",
             control::VMENTRY_INTERRUPTION_INFO_FIELD,
         );
+        if self.vapic.is_some() {
+            f(out, "intr_status", guest::INTERRUPT_STATUS);
+        }
         let _ = write!(out, " vmcs={:#x} regs={:x?}", self.vmcs, &self.regs.gpr);
     }
 }
