@@ -82,7 +82,7 @@ static_assert(ARRAY_SIZE(vml_stat_names) == ST_COUNT);
 
 static const char vml_hv_names[][ETH_GSTRING_LEN] = {
 	"hv_exits", "hv_interrupts", "hv_channel_interrupts", "hv_doorbells",
-	"hv_mediated_sends",
+	"hv_mediated_sends", "hv_halted_cycles",
 };
 static_assert(ARRAY_SIZE(vml_hv_names) == VMLINK_STAT_COUNT);
 

@@ -119,6 +119,12 @@ impl BootInfo {
         core::str::from_utf8(&self.cmdline[..self.cmdline_len]).unwrap_or("")
     }
 
+    /// Whether `word` is one of the command line's words (`trace`,
+    /// `no-apicv`, `selftest`...).
+    pub fn flag(&self, word: &str) -> bool {
+        self.cmdline().split_whitespace().any(|w| w == word)
+    }
+
     pub fn set_cmdline(&mut self, s: &str) {
         let n = s.len().min(MAX_CMDLINE);
         self.cmdline[..n].copy_from_slice(&s.as_bytes()[..n]);
@@ -333,6 +339,7 @@ mod tests {
         let bi = parse_mb1(&m, info).unwrap();
         assert_eq!(bi.protocol, Protocol::Multiboot1);
         assert_eq!(bi.cmdline(), "loglevel=debug");
+        assert!(bi.flag("loglevel=debug") && !bi.flag("loglevel") && !bi.flag("debug"));
         let names: Vec<_> = bi.modules().map(|m| m.name()).collect();
         assert_eq!(names, ["vm0.kernel", "vm0.initrd"]);
         assert_eq!(

@@ -160,12 +160,11 @@ pub fn bsp_main(magic: u32, info: u32, layout: ImageLayout) -> ! {
     let online = 1 + REPORTED.load(Ordering::SeqCst);
     if online == cpus.len() {
         log!("vmlink: all {online} CPUs online");
-        let flag = |w: &str| boot.cmdline().split_whitespace().any(|x| x == w);
-        if flag("selftest") {
+        if boot.flag("selftest") {
             selftest(&mut frames);
         }
         // Proves the panic path end to end (report, other CPUs stopped).
-        if flag("panic-test") {
+        if boot.flag("panic-test") {
             panic!("panic-test requested on the command line");
         }
         run_guests(boot, frames, online);

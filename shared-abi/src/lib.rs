@@ -81,7 +81,11 @@ pub mod hypercall {
         pub const DOORBELLS: u64 = 3;
         /// Frames this VM sent through [`super::MEDIATED_SEND`].
         pub const MEDIATED_SENDS: u64 = 4;
-        pub const COUNT: u64 = 5;
+        /// TSC cycles this VM's CPU spent halted (in HLT, waiting for an
+        /// interrupt): what it did not spend is its busy time, exactly,
+        /// where the guest's own accounting samples at its timer tick.
+        pub const HALTED_CYCLES: u64 = 5;
+        pub const COUNT: u64 = 6;
     }
 }
 

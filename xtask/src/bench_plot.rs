@@ -9,11 +9,12 @@ use std::path::Path;
 
 /// Debian's fonts-dejavu-core (installed by `cargo xtask setup`).
 const FONT: &str = "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf";
-const COLORS: [RGBColor; 4] = [
+const COLORS: [RGBColor; 5] = [
     RGBColor(200, 60, 40),
     RGBColor(230, 150, 30),
     RGBColor(60, 120, 200),
     RGBColor(40, 150, 70),
+    RGBColor(130, 130, 130),
 ];
 
 /// Per path: (size, median cycles) of the TCP and UDP round trips.

@@ -226,16 +226,16 @@ pub fn describe(choice: Choice) -> String {
 }
 
 /// How to boot `part` with the chosen (resolved) emulator.
-pub fn kind_for(choice: Choice, a: &Artifacts, part: &Partition) -> Result<Kind> {
+pub fn kind_for(choice: Choice, a: &Artifacts, part: &Partition, hv_cmdline: &str) -> Result<Kind> {
     let modules = crate::partition::modules(part)?;
     let multiboot = |accel| Kind::QemuMultiboot {
         accel,
         cpu_model: None,
         hypervisor: a.hypervisor.clone(),
-        cmdline: iso::HV_CMDLINE.to_string(),
+        cmdline: hv_cmdline.to_string(),
         modules: modules.clone(),
     };
-    let iso = || iso::build_with(&a.hypervisor, part, iso::HV_CMDLINE);
+    let iso = || iso::build_with(&a.hypervisor, part, hv_cmdline);
     Ok(match choice {
         Choice::Auto => bail!("resolve the emulator choice first"),
         Choice::Bochs => Kind::BochsIso {
@@ -262,7 +262,7 @@ pub fn run_interactive(
     batch: bool,
 ) -> Result<()> {
     let choice = resolve(choice);
-    let kind = kind_for(choice, a, part)?;
+    let kind = kind_for(choice, a, part, iso::HV_CMDLINE)?;
     if matches!(kind, Kind::BochsIso { .. }) && !batch {
         eprintln!("==> Bochs' serial console is output only; Ctrl-C stops it");
     }

@@ -82,6 +82,9 @@ pub struct Snapshot {
     pub rx_packets: u64,
     pub exits: u64,
     pub interrupts: u64,
+    /// TSC cycles this VM's CPU spent halted, from the hypervisor (absent
+    /// when the driver does not report it).
+    pub halted: Option<u64>,
 }
 
 /// `(busy, all)` CPU ticks from /proc/stat's first line.
@@ -117,10 +120,11 @@ fn read_u64(path: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// This VM's exits and injected interrupts, from the driver's `ethtool -S`
-/// (which asks the hypervisor with the STATS hypercall). Running ethtool
-/// costs a process: callers take it outside the timed interval.
-fn hv_counters() -> (u64, u64) {
+/// This VM's exits, injected interrupts and halted cycles, from the
+/// driver's `ethtool -S` (which asks the hypervisor with the STATS
+/// hypercall). Running ethtool costs a process: callers take it outside the
+/// timed interval.
+fn hv_counters() -> (u64, u64, Option<u64>) {
     let eth = std::process::Command::new("ethtool")
         .args(["-S", "vml0"])
         .output()
@@ -129,6 +133,7 @@ fn hv_counters() -> (u64, u64) {
     (
         ethtool_value(&eth, "hv_exits").unwrap_or(0),
         ethtool_value(&eth, "hv_interrupts").unwrap_or(0),
+        ethtool_value(&eth, "hv_halted_cycles"),
     )
 }
 
@@ -144,16 +149,18 @@ fn quick_snapshot() -> Snapshot {
         rx_packets: read_u64("/sys/class/net/vml0/statistics/rx_packets"),
         exits: 0,
         interrupts: 0,
+        halted: None,
     }
 }
 
 /// The snapshot that opens an interval: the hypervisor's counters first,
 /// so that the ethtool run is not inside the interval.
 pub fn snapshot_before() -> Snapshot {
-    let (exits, interrupts) = hv_counters();
+    let (exits, interrupts, halted) = hv_counters();
     Snapshot {
         exits,
         interrupts,
+        halted,
         ..quick_snapshot()
     }
 }
@@ -164,10 +171,11 @@ pub fn snapshot_before() -> Snapshot {
 pub fn snapshot_after(then: impl FnOnce()) -> Snapshot {
     let s = quick_snapshot();
     then();
-    let (exits, interrupts) = hv_counters();
+    let (exits, interrupts, halted) = hv_counters();
     Snapshot {
         exits,
         interrupts,
+        halted,
         ..s
     }
 }
@@ -176,8 +184,10 @@ pub fn snapshot_after(then: impl FnOnce()) -> Snapshot {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Usage {
     pub cycles: u64,
-    /// Cycles the CPU was busy (the busy share of the ticks, applied to
-    /// the TSC cycles).
+    /// Cycles the CPU was busy: the cycles it did not spend halted, as the
+    /// hypervisor counts them; without that count, the busy share of
+    /// /proc/stat's ticks applied to the TSC cycles (which samples at the
+    /// guest's timer tick, a few dozen times in a transfer).
     pub busy: u64,
     pub tx_packets: u64,
     pub rx_packets: u64,
@@ -190,10 +200,13 @@ impl Usage {
         let cycles = b.tsc.wrapping_sub(a.tsc);
         let all = b.all_ticks.saturating_sub(a.all_ticks);
         let busy_ticks = b.busy_ticks.saturating_sub(a.busy_ticks).min(all);
-        let busy = if all == 0 {
-            cycles
-        } else {
-            (u128::from(cycles) * u128::from(busy_ticks) / u128::from(all)) as u64
+        // The halted count is read just outside the TSC interval (before
+        // its start, after its end), where the guest runs ethtool and does
+        // not halt.
+        let busy = match (a.halted, b.halted) {
+            (Some(ha), Some(hb)) => cycles.saturating_sub(hb.saturating_sub(ha)),
+            _ if all == 0 => cycles,
+            _ => (u128::from(cycles) * u128::from(busy_ticks) / u128::from(all)) as u64,
         };
         Usage {
             cycles,
@@ -599,6 +612,7 @@ mod tests {
         assert_eq!(ethtool_value(t, "hv_exits"), Some(345));
         assert_eq!(ethtool_value(t, "tx_packets"), Some(12));
         assert_eq!(ethtool_value(t, "rx_packets"), None);
+        assert_eq!(ethtool_value(t, "hv_halted_cycles"), None);
     }
 
     #[test]
@@ -611,6 +625,7 @@ mod tests {
             rx_packets: 7,
             exits: 100,
             interrupts: 3,
+            halted: None,
         };
         let b = Snapshot {
             tsc: 11000,
@@ -620,9 +635,17 @@ mod tests {
             rx_packets: 8,
             exits: 150,
             interrupts: 13,
+            halted: None,
         };
         let u = Usage::between(&a, &b);
         assert_eq!((u.cycles, u.busy), (10000, 2500));
+        // With the hypervisor's halted count, busy is what was not halted.
+        let (mut ah, mut bh) = (a, b);
+        ah.halted = Some(40_000);
+        bh.halted = Some(46_500);
+        assert_eq!(Usage::between(&ah, &bh).busy, 3500);
+        bh.halted = Some(90_000);
+        assert_eq!(Usage::between(&ah, &bh).busy, 0, "never below zero");
         assert_eq!(
             (u.tx_packets, u.rx_packets, u.exits, u.interrupts),
             (20, 1, 50, 10)

@@ -128,7 +128,7 @@ mod tests {
     fn caller(r: &Recorder, side: usize) -> Caller<'_> {
         Caller {
             ram: &RAM,
-            counters: [100, 20, 3, 4, u64::MAX],
+            counters: [100, 20, 3, 4, u64::MAX, 7_000_000],
             channel: Some((r as &dyn ChannelOps, side)),
         }
     }
@@ -160,6 +160,10 @@ mod tests {
         assert_eq!(
             dispatch(call(nr::STATS, [stat::MEDIATED_SENDS, 0, 0]), &c),
             i64::MAX
+        );
+        assert_eq!(
+            dispatch(call(nr::STATS, [stat::HALTED_CYCLES, 0, 0]), &c),
+            7_000_000
         );
     }
 

@@ -135,7 +135,7 @@ fn build(
     let chosen = vcpu::choose_controls(&caps).map_err(|m| format!("{m}"))?;
     // `no-apicv` on the hypervisor's command line keeps the local APIC
     // emulated by exits alone, for comparison or to rule the feature out.
-    let chosen = if boot.cmdline().split_whitespace().any(|w| w == "no-apicv") {
+    let chosen = if boot.flag("no-apicv") {
         chosen.without_apic_virt()
     } else {
         chosen
@@ -256,10 +256,9 @@ fn build(
         xcr0_mask: host_xcr0_mask(),
         // `trace`: a line of guest state every half second of TSC.
         trace: boot
-            .cmdline()
-            .split_whitespace()
-            .any(|w| w == "trace")
+            .flag("trace")
             .then(|| crate::vmm::Trace::new(tsc_hz / 2)),
         waited: 0,
+        long_halt: tsc_hz.saturating_mul(30),
     })
 }

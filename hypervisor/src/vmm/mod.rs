@@ -57,6 +57,11 @@ pub struct Vm<V: Vcpu> {
     /// TSC cycles the current exit spent waiting in `idle` for the guest's
     /// next interrupt (not charged to the exit).
     waited: u64,
+    /// A halt longer than this (TSC cycles) gets one line of guest state,
+    /// once per VM: a guest that waits that long for an interrupt in a
+    /// scripted run is more likely stuck than idle, and the line says on
+    /// what, without `trace` having been on. 0: never.
+    pub long_halt: u64,
 }
 
 /// Prints a line of guest state every `every` TSC ticks: where the guest
@@ -279,13 +284,25 @@ impl<V: Vcpu> Vm<V> {
         // The next `deliver_interrupts` polls the channel again.
         self.platform.set_idle(false);
         self.waited = self.vcpu.now().saturating_sub(t0);
+        self.stats.halted(self.waited);
         fate
     }
 
     fn wait_for_interrupt(&mut self) -> Option<Fate> {
+        let start = self.vcpu.now();
         loop {
             self.sample();
             let now = self.vcpu.now();
+            if self.long_halt != 0 && now.saturating_sub(start) > self.long_halt {
+                self.long_halt = 0;
+                let mut line = alloc::string::String::new();
+                self.state_line(now, &mut line);
+                crate::log!(
+                    "{}: halted for over {} s (reported once): {line}",
+                    self.name,
+                    (now - start) / self.platform.tsc_hz().max(1)
+                );
+            }
             self.platform.poll_input();
             self.platform.poll(now);
             // `poll` turned any channel notification into an interrupt.
@@ -300,25 +317,21 @@ impl<V: Vcpu> Vm<V> {
     }
 
     fn sample(&mut self) {
-        let Some(t) = self.trace.as_mut() else {
+        let Some(next) = self.trace.as_ref().map(|t| t.next) else {
             return;
         };
         let now = self.vcpu.now();
-        if now < t.next {
+        if now < next {
             return;
         }
-        t.next = now + t.every;
         let mut line = alloc::string::String::new();
-        let _ = write!(
-            line,
-            "{}: trace rip={:#x} if={} interruptible={} ",
-            self.name,
-            self.vcpu.rip(),
-            self.vcpu.interrupts_enabled() as u8,
-            self.vcpu.interruptible() as u8,
-        );
-        self.platform.trace(now, &mut line);
+        let _ = write!(line, "{}: trace ", self.name);
+        self.state_line(now, &mut line);
         let _ = write!(line, " exits:");
+        let Some(t) = self.trace.as_mut() else {
+            return;
+        };
+        t.next = now + t.every;
         for (kind, n) in self.stats.nonzero() {
             let d = n - t.last.get(kind);
             if d > 0 {
@@ -327,6 +340,19 @@ impl<V: Vcpu> Vm<V> {
         }
         t.last = self.stats.clone();
         crate::log!("{line}");
+    }
+
+    /// Where the guest is and what its interrupt controllers and devices
+    /// hold (the `trace` line, the long-halt report).
+    fn state_line(&self, now: u64, line: &mut alloc::string::String) {
+        let _ = write!(
+            line,
+            "rip={:#x} if={} interruptible={} ",
+            self.vcpu.rip(),
+            self.vcpu.interrupts_enabled() as u8,
+            self.vcpu.interruptible() as u8,
+        );
+        self.platform.trace(now, line);
     }
 
     /// Stops the VM with a report including the backend's register dump.

@@ -68,6 +68,7 @@ pub struct Platform {
     pci: PciBus,
     /// The channel and which side of it this VM is.
     channel: Option<(&'static Channel, usize)>,
+    tsc_hz: u64,
 }
 
 impl Platform {
@@ -92,7 +93,13 @@ impl Platform {
             line: String::new(),
             pci: PciBus::new(None),
             channel: None,
+            tsc_hz,
         }
+    }
+
+    /// The guest's TSC frequency.
+    pub fn tsc_hz(&self) -> u64 {
+        self.tsc_hz
     }
 
     /// Gives this VM `side` of `channel`: the PCI device with the BAR where
@@ -117,6 +124,7 @@ impl Platform {
         out[stat::CHANNEL_INTERRUPTS as usize] = ch.interrupts;
         out[stat::DOORBELLS as usize] = ch.doorbells;
         out[stat::MEDIATED_SENDS as usize] = ch.mediated;
+        out[stat::HALTED_CYCLES as usize] = stats.halted_cycles();
         out
     }
 

@@ -34,6 +34,8 @@ pub struct ExitStats {
     /// backend's return to the next entry, less any wait for the guest's
     /// next interrupt (an idle guest's HLT is not a cost of the exit).
     cycles: [u64; KINDS.len()],
+    /// TSC cycles the guest spent halted (waiting in HLT for an interrupt).
+    halted: u64,
 }
 
 pub fn kind(e: &VmExit) -> usize {
@@ -76,6 +78,15 @@ impl ExitStats {
             .zip(self.counts.iter().zip(self.cycles.iter()))
             .filter(|(_, (n, _))| **n > 0)
             .map(|(k, (n, c))| (*k, c / n))
+    }
+
+    /// The guest waited `cycles` in HLT.
+    pub fn halted(&mut self, cycles: u64) {
+        self.halted += cycles;
+    }
+
+    pub fn halted_cycles(&self) -> u64 {
+        self.halted
     }
 
     pub fn injected(&mut self) {
@@ -127,6 +138,9 @@ mod tests {
             string: false,
         });
         s.injected();
+        s.halted(5);
+        s.halted(7);
+        assert_eq!(s.halted_cycles(), 12);
         assert_eq!(s.get("cpuid"), 2);
         assert_eq!(s.get("io"), 1);
         assert_eq!(s.total_exits(), 3);

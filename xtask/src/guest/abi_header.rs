@@ -149,6 +149,7 @@ fn channel(h: &mut String) {
         ("CHANNEL_INTERRUPTS", stat::CHANNEL_INTERRUPTS),
         ("DOORBELLS", stat::DOORBELLS),
         ("MEDIATED_SENDS", stat::MEDIATED_SENDS),
+        ("HALTED_CYCLES", stat::HALTED_CYCLES),
         ("COUNT", stat::COUNT),
     ] {
         def(&format!("STAT_{n}"), format!("{v}u"));

@@ -60,6 +60,7 @@ impl FeatureControl {
 
 const PROC_ACTIVATE_SECONDARY: u64 = 1 << 31;
 const PIN_PREEMPTION_TIMER: u64 = 1 << 6;
+const PIN_POSTED_INTERRUPTS: u64 = 1 << 7;
 const SEC_VIRT_APIC_ACCESS: u64 = 1 << 0;
 const SEC_EPT: u64 = 1 << 1;
 const SEC_VPID: u64 = 1 << 5;
@@ -131,6 +132,13 @@ impl VmxCaps {
 
     pub fn virtual_interrupt_delivery(&self) -> bool {
         self.secondary(SEC_VIRT_INTR_DELIVERY)
+    }
+
+    /// Posted-interrupt processing: another CPU could make a vector pending
+    /// in a running guest without an exit there. vmlink does not use it yet;
+    /// the boot line says whether the CPU has it.
+    pub fn posted_interrupts(&self) -> bool {
+        allowed1(self.msrs.pinbased, PIN_POSTED_INTERRUPTS)
     }
 
     pub fn preemption_timer(&self) -> bool {
@@ -231,9 +239,10 @@ impl fmt::Display for VmxCaps {
         }
         write!(
             f,
-            " apic_reg_virt={} virt_intr_delivery={}",
+            " apic_reg_virt={} virt_intr_delivery={} posted_interrupts={}",
             yn(self.apic_register_virtualization()),
             yn(self.virtual_interrupt_delivery()),
+            yn(self.posted_interrupts()),
         )
     }
 }
@@ -275,6 +284,7 @@ mod tests {
         assert!(c.vpid() && c.invvpid() && c.invept() && c.ept_ad());
         assert!(c.unrestricted_guest() && c.preemption_timer());
         assert!(c.apic_register_virtualization() && c.virtual_interrupt_delivery());
+        assert!(!c.posted_interrupts(), "Bochs 2.7 has none");
         assert_eq!(c.preemption_timer_rate(), 5);
         let s = c.to_string();
         assert!(s.contains("ept=yes(4-level,WB,2M,1G,A/D,invept)"), "{s}");
