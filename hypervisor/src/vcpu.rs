@@ -100,6 +100,14 @@ pub struct ApicState {
     pub eoi_exits: [u64; 4],
 }
 
+/// The highest vector set in a 256-bit IRR/ISR-style set, if any.
+pub fn highest_vector(bits: &[u32; 8]) -> Option<u8> {
+    (0..8).rev().find_map(|i| {
+        let w = bits[i];
+        (w != 0).then(|| (i * 32 + 31 - w.leading_zeros() as usize) as u8)
+    })
+}
+
 /// Guest paging mode, for walking the guest's page tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PagingMode {

@@ -6,7 +6,7 @@
 //! CPUID leaf 0x15 reports (see `vm::cpuid::crystal`), divided by the
 //! divide configuration; TSC-deadline mode compares against the TSC itself.
 
-use crate::vcpu::ApicState;
+use crate::vcpu::{highest_vector, ApicState};
 use crate::vm::cpuid::crystal;
 
 const ID: u32 = 0x20;
@@ -307,17 +307,10 @@ impl LocalApic {
         self.tpr = s.tpr & 0xFF;
     }
 
-    fn highest(bits: &[u32; 8]) -> Option<u8> {
-        (0..8).rev().find_map(|i| {
-            let w = bits[i];
-            (w != 0).then(|| (i * 32 + 31 - w.leading_zeros() as usize) as u8)
-        })
-    }
-
     /// SDM 11.8.3.1: TPR if its class is at least the highest in-service
     /// class, else that class.
     fn ppr(&self) -> u32 {
-        let isr = Self::highest(&self.isr).map_or(0, |v| u32::from(v) & 0xF0);
+        let isr = highest_vector(&self.isr).map_or(0, |v| u32::from(v) & 0xF0);
         if self.tpr & 0xF0 >= isr {
             self.tpr
         } else {
@@ -330,7 +323,7 @@ impl LocalApic {
         if self.svr & SVR_ENABLE == 0 {
             return None;
         }
-        let v = Self::highest(&self.irr)?;
+        let v = highest_vector(&self.irr)?;
         (u32::from(v) & 0xF0 > self.ppr() & 0xF0).then_some(v)
     }
 
@@ -343,7 +336,7 @@ impl LocalApic {
 
     /// EOI: ends the highest in-service vector and returns it.
     fn eoi(&mut self) -> Option<u8> {
-        let v = Self::highest(&self.isr)?;
+        let v = highest_vector(&self.isr)?;
         self.isr[usize::from(v / 32)] &= !(1 << (v % 32));
         Some(v)
     }
@@ -352,8 +345,8 @@ impl LocalApic {
     /// pending and in-service vectors, TPR, and the timer relative to `now`.
     pub fn summary(&self, now: u64) -> LapicSummary {
         LapicSummary {
-            irr: Self::highest(&self.irr),
-            isr: Self::highest(&self.isr),
+            irr: highest_vector(&self.irr),
+            isr: highest_vector(&self.isr),
             tpr: self.tpr,
             timer_lvt: self.timer_lvt(),
             deadline_in: self.next_deadline().map(|d| d as i128 - i128::from(now)),
@@ -699,6 +692,6 @@ mod tests {
         a.wrmsr(0x830, 0x45 | (2u64 << 32), 0).unwrap();
         assert_eq!(a.pending(), Some(0x45));
         a.wrmsr(0x83F, 0x46, 0).unwrap();
-        assert_eq!(LocalApic::highest(&a.irr), Some(0x46));
+        assert_eq!(highest_vector(&a.irr), Some(0x46));
     }
 }

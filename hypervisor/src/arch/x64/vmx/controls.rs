@@ -220,7 +220,7 @@ pub fn choose(caps: &VmxCaps) -> Result<Chosen, Missing> {
             (entry::LOAD_EFER, "EFER loading on entry"),
         ],
     )?;
-    Ok(Chosen {
+    let chosen = Chosen {
         pin,
         proc,
         proc2,
@@ -233,19 +233,14 @@ pub fn choose(caps: &VmxCaps) -> Result<Chosen, Missing> {
         xsaves: proc2 & proc2::ENABLE_XSAVES != 0,
         ept_2m: caps.ept_2m(),
         ept_1g: caps.ept_1g(),
-        apic_virt: true,
-    }
-    .with_apic_virt(apic_virt))
-}
-
-impl Chosen {
-    fn with_apic_virt(self, on: bool) -> Self {
-        if on {
-            self
-        } else {
-            self.without_apic_virt()
-        }
-    }
+        apic_virt,
+    };
+    // Without all three, none of the APIC controls stays on.
+    Ok(if apic_virt {
+        chosen
+    } else {
+        chosen.without_apic_virt()
+    })
 }
 
 /// Adjusts a CR0/CR4 value to the bits VMX operation fixes.

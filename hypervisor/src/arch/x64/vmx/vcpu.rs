@@ -11,7 +11,7 @@ use super::entry::{self, FxArea, GuestRegs};
 use super::vmcs::{self, control, guest, host, ro};
 use crate::arch::x64::{cpu, idt};
 use crate::frames::FrameAllocator;
-use crate::vcpu::{ApicState, Gpr, PagingMode, Vcpu, VmExit};
+use crate::vcpu::{highest_vector, ApicState, Gpr, PagingMode, Vcpu, VmExit};
 
 /// The guest's initial 64-bit state (Linux's 64-bit boot protocol).
 #[derive(Clone, Copy, Debug)]
@@ -99,14 +99,6 @@ impl VirtualApic {
         // SAFETY: as for `read`.
         unsafe { self.reg(off).write_volatile(v) }
     }
-}
-
-/// Highest set bit of a 256-bit vector set, 0 when empty (as RVI and SVI
-/// hold it).
-fn highest_vector(bits: &[u32; 8]) -> u64 {
-    (0..8).rev().find(|&i| bits[i] != 0).map_or(0, |i| {
-        (i * 32 + 31 - bits[i].leading_zeros() as usize) as u64
-    })
 }
 
 /// MSRs the guest reads and writes directly: state the VMCS saves and loads
@@ -757,9 +749,10 @@ impl Vcpu for VmxVcpu {
         a.write(0x80, s.tpr);
         a.write(0x20, s.id);
         a.write(0x310, s.icr_high);
-        // RVI (low byte) and SVI (high byte): the CPU works from these,
-        // not from scanning the page (SDM vol. 3, 30.1.2).
-        let status = (highest_vector(&s.isr) << 8) | highest_vector(&pending);
+        // RVI (low byte) and SVI (high byte), 0 for none: the CPU works
+        // from these, not from scanning the page (SDM vol. 3, 30.1.2).
+        let byte = |bits: &[u32; 8]| u64::from(highest_vector(bits).unwrap_or(0));
+        let status = (byte(&s.isr) << 8) | byte(&pending);
         vmcs::write(guest::INTERRUPT_STATUS, status);
         if a.eoi_exits != s.eoi_exits {
             a.eoi_exits = s.eoi_exits;
