@@ -101,7 +101,7 @@ struct vmlink_header {
 	__u32 state_gen;
 	__u8 mac[6];
 	__u8 peer_mac[6];
-	__u8 _pad_end[4];
+	__u32 peer_halted;
 };
 _Static_assert(sizeof(struct vmlink_header) == 88, "vmlink_header size");
 _Static_assert(__builtin_offsetof(struct vmlink_header, magic) == 0, "vmlink_header.magic");
@@ -120,5 +120,6 @@ _Static_assert(__builtin_offsetof(struct vmlink_header, peer_state) == 64, "vmli
 _Static_assert(__builtin_offsetof(struct vmlink_header, state_gen) == 68, "vmlink_header.state_gen");
 _Static_assert(__builtin_offsetof(struct vmlink_header, mac) == 72, "vmlink_header.mac");
 _Static_assert(__builtin_offsetof(struct vmlink_header, peer_mac) == 78, "vmlink_header.peer_mac");
+_Static_assert(__builtin_offsetof(struct vmlink_header, peer_halted) == 84, "vmlink_header.peer_halted");
 
 #endif /* VMLINK_ABI_H */

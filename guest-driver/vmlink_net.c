@@ -52,6 +52,9 @@
 static char *rx_mode = "zerocopy";
 module_param(rx_mode, charp, 0444);
 MODULE_PARM_DESC(rx_mode, "copy|zerocopy: how received payloads reach the stack");
+static unsigned int rx_batch = 4;
+module_param(rx_batch, uint, 0444);
+MODULE_PARM_DESC(rx_batch, "frames the peer may publish while we run before it rings (1: ring for each; the hypervisor tells us of the rest when we halt or at our next tick)");
 static char *tx_mode = "ring";
 module_param(tx_mode, charp, 0444);
 MODULE_PARM_DESC(tx_mode, "ring|mediated: write frames into the ring, or hand each to the hypervisor");
@@ -60,7 +63,7 @@ enum vml_stat {
 	ST_TX_PACKETS, ST_TX_BYTES, ST_RX_PACKETS, ST_RX_BYTES,
 	ST_DOORBELLS, ST_INTERRUPTS, ST_RX_ZEROCOPY, ST_RX_COPIED,
 	ST_LAZY_COPIES, ST_TX_DROPS, ST_RX_DROPS, ST_TX_BUSY,
-	ST_LINK_RESETS, ST_MEDIATED, ST_RX_COPYBREAK,
+	ST_LINK_RESETS, ST_MEDIATED, ST_RX_COPYBREAK, ST_DOORBELLS_SKIPPED,
 	/* Gauges, filled when read. */
 	ST_RX_HELD, ST_TX_FREE, ST_TX_STOPPED,
 	ST_FAULT0,
@@ -71,7 +74,7 @@ static const char vml_stat_names[][ETH_GSTRING_LEN] = {
 	"tx_packets", "tx_bytes", "rx_packets", "rx_bytes",
 	"doorbells", "interrupts", "rx_zerocopy", "rx_copied",
 	"lazy_copies", "tx_drops", "rx_drops", "tx_busy",
-	"link_resets", "tx_mediated", "rx_copybreak",
+	"link_resets", "tx_mediated", "rx_copybreak", "doorbells_skipped",
 	"rx_held", "tx_free", "tx_stopped",
 	"fault_none", "fault_bad_buffer", "fault_bad_length", "fault_bad_flags",
 	"fault_too_many_frags", "fault_index_jump", "fault_bad_return",
@@ -156,6 +159,21 @@ static void vml_doorbell(struct vml_priv *p)
 }
 
 /*
+ * Tells the peer about what vml_publish just published (its event index
+ * passed). No hypercall while the peer is halted: the hypervisor watches
+ * our indices for it then (peer_halted). vml_publish's full barrier orders
+ * our index before this read, and the hypervisor clears the flag before
+ * its last look, so either it sees the index or we see the flag clear.
+ */
+static void vml_notify(struct vml_priv *p)
+{
+	if (READ_ONCE(p->hdr->peer_halted))
+		vml_count(p, ST_DOORBELLS_SKIPPED, 1);
+	else
+		vml_doorbell(p);
+}
+
+/*
  * Reads the hypervisor leaf. Only meaningful when CPUID.1:ECX.hypervisor is
  * set; otherwise the leaf is whatever the CPU returns for it.
  */
@@ -208,7 +226,7 @@ static void vml_return(struct vml_priv *p, const u32 *bufs, u32 n, u32 epoch)
 	}
 	spin_unlock_irqrestore(&p->ret_lock, flags);
 	if (ring)
-		vml_doorbell(p);
+		vml_notify(p);
 }
 
 static void vml_page_free(struct page *page)
@@ -461,7 +479,7 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 	ring = vml_publish(&p->own_ctl->tx_prod, p->tx_prod, old, &p->peer_ctl->rx_event);
 	spin_unlock_irqrestore(&p->tx_lock, flags);
 	if (ring)
-		vml_doorbell(p);
+		vml_notify(p);
 	vml_count(p, ST_TX_PACKETS, 1);
 	vml_count(p, ST_TX_BYTES, skb->len);
 	dev_consume_skb_any(skb);
@@ -620,7 +638,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 	if (done < budget && napi_complete_done(napi, done)) {
 		/* Ask for an interrupt for the next frame, then look again:
 		 * one may have arrived before the peer saw the request. */
-		WRITE_ONCE(p->own_ctl->rx_event, p->rx_cons);
+		WRITE_ONCE(p->own_ctl->rx_event, p->rx_cons + max(rx_batch, 1u) - 1);
 		smp_mb();
 		if ((p->peer_up && READ_ONCE(p->peer_ctl->tx_prod) != p->rx_cons) ||
 		    READ_ONCE(p->hdr->state_gen) != p->state_gen)

@@ -12,7 +12,10 @@
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::vmm::memmap::ChannelFrames;
-use vmlink_abi::channel::{peer_state, Control, Desc, Header, Layout, BUFFER_SIZE, PAGE};
+use core::mem::offset_of;
+use vmlink_abi::channel::{
+    need_event, peer_state, Control, Desc, Header, Layout, BUFFER_SIZE, PAGE,
+};
 use vmlink_abi::{HC_ERR_INVALID, HC_ERR_PEER_DOWN};
 
 #[derive(Default)]
@@ -25,10 +28,24 @@ struct Side {
     /// which polls `pending`: a notification then needs no IPI, which would
     /// only make the guest exit again right after its next entry.
     idle: AtomicBool,
+    /// What the idle watch last notified this side about, per watched
+    /// ring ([`WATCH_RX`], [`WATCH_RET`]): bit 32 set, the producer index
+    /// in the low half. Forgotten on every link change, since both
+    /// drivers then restart their indices from zero and an old value
+    /// could hide a new entry.
+    watched: [AtomicU64; 2],
+    /// Notifications the idle watch raised (rings the peer did not ring
+    /// for, since this side was halted).
+    watched_notifications: AtomicU64,
     doorbells: AtomicU64,
     interrupts: AtomicU64,
     mediated: AtomicU64,
 }
+
+/// The rings the idle watch looks at for a side: the peer's tx ring
+/// (frames to receive) and the peer's return ring (our buffers back).
+const WATCH_RX: usize = 0;
+const WATCH_RET: usize = 1;
 
 /// What a side's counters say.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -36,6 +53,7 @@ pub struct SideStats {
     pub doorbells: u64,
     pub interrupts: u64,
     pub mediated: u64,
+    pub watched: u64,
 }
 
 pub struct Channel {
@@ -99,6 +117,11 @@ impl Channel {
 
     /// Rewrites what `side` sees of its peer and tells it.
     fn publish_peer_state(&self, side: usize) {
+        for s in &self.sides {
+            for w in &s.watched {
+                w.store(0, Ordering::SeqCst);
+            }
+        }
         let peer = &self.sides[1 - side];
         let mut word = 0;
         if peer.running.load(Ordering::SeqCst) {
@@ -127,10 +150,81 @@ impl Channel {
         }
     }
 
+    /// The u32 at `offset` of `side`'s control page, which that side's
+    /// guest writes whenever it likes: any value may be read.
+    fn control_word(&self, side: usize, offset: usize) -> &AtomicU32 {
+        debug_assert!(offset.is_multiple_of(4) && offset < core::mem::size_of::<Control>());
+        let at = self.frames.region_hpa + self.frames.layout.section(side) + offset as u64;
+        // SAFETY: the control page opens the side's section inside the
+        // region this channel owns (Layout), and `offset` is a u32 field
+        // of Control, so the word is in bounds and 4-byte aligned. The
+        // guest shares it: it holds a plain u32, read only atomically.
+        unsafe { &*(at as *const AtomicU32) }
+    }
+
     /// `side`'s CPU enters (true) or leaves its idle loop. After leaving,
     /// it must look at [`Channel::take_pending`] before entering its guest.
+    ///
+    /// While `side` idles, its peer's header says so (`peer_halted`) and
+    /// the peer's driver does not ring: [`Channel::watch`] notices what it
+    /// publishes. Leaving, the flag is cleared before one last look, so a
+    /// peer that still saw it set published before that look (both sides
+    /// order the flag and the indices with full barriers).
     pub fn set_idle(&self, side: usize, idle: bool) {
         self.sides[side].idle.store(idle, Ordering::SeqCst);
+        self.header_word(1 - side, core::mem::offset_of!(Header, peer_halted))
+            .store(u32::from(idle), Ordering::SeqCst);
+        if !idle {
+            self.watch(side);
+        }
+    }
+
+    /// Called on `side`'s CPU while its guest is halted: notifies it when
+    /// the peer published past an event index the guest set and has not
+    /// consumed up to (a frame to receive, or the buffers back it waits
+    /// for), once per producer index, so a guest that asked and then
+    /// stopped listening (its interface down) is not woken again and again
+    /// for the same entry. The indices are the guests' to write: wrong
+    /// ones cost the side at most an interrupt per value its peer writes.
+    pub fn watch(&self, side: usize) {
+        let peer = 1 - side;
+        let rings = [
+            (
+                WATCH_RX,
+                offset_of!(Control, tx_prod),
+                offset_of!(Control, rx_event),
+                offset_of!(Control, rx_cons),
+            ),
+            (
+                WATCH_RET,
+                offset_of!(Control, ret_prod),
+                offset_of!(Control, ret_event),
+                offset_of!(Control, ret_cons),
+            ),
+        ];
+        for (ring, prod_at, event_at, cons_at) in rings {
+            let prod = self.control_word(peer, prod_at).load(Ordering::SeqCst);
+            let event = self.control_word(side, event_at).load(Ordering::SeqCst);
+            let cons = self.control_word(side, cons_at).load(Ordering::SeqCst);
+            // Frames are worth a wake-up whatever rx_event says: a driver
+            // that batches asks for a doorbell only after several, and
+            // relies on this watch for the rest. Returns only when asked.
+            let wanted = if ring == WATCH_RX {
+                prod != cons
+            } else {
+                need_event(event, prod, cons)
+            };
+            if !wanted {
+                continue;
+            }
+            let seen = (1 << 32) | u64::from(prod);
+            if self.sides[side].watched[ring].swap(seen, Ordering::Relaxed) != seen {
+                self.sides[side]
+                    .watched_notifications
+                    .fetch_add(1, Ordering::Relaxed);
+                self.notify(side);
+            }
+        }
     }
 
     /// The VM on `side` starts or stops running. A stopped VM's driver is
@@ -224,6 +318,9 @@ impl Channel {
             doorbells: self.sides[side].doorbells.load(Ordering::Relaxed),
             interrupts: self.sides[side].interrupts.load(Ordering::Relaxed),
             mediated: self.sides[side].mediated.load(Ordering::Relaxed),
+            watched: self.sides[side]
+                .watched_notifications
+                .load(Ordering::Relaxed),
         }
     }
 }
@@ -338,5 +435,72 @@ mod tests {
         // The rest of the header is untouched by state changes.
         assert_eq!(h0.region_size, 1 << 20);
         assert_eq!(h0.side, 0);
+    }
+
+    #[test]
+    fn idle_watch_notices_what_the_peer_did_not_ring_for() {
+        let layout = Layout::new(1 << 20, 0).unwrap();
+        let region = pages(256);
+        let frames = ChannelFrames {
+            layout,
+            region_hpa: region,
+            header_hpa: [pages(1), pages(1)],
+        };
+        fn nop(_: usize) {}
+        // SAFETY: the memory above is this test's.
+        let ch = unsafe { Channel::new(frames, [0, 1], nop) };
+        let set = |side: usize, at: usize, v: u32| {
+            let w = (region + layout.section(side) + at as u64) as *mut u32;
+            // SAFETY: a Control field inside the test's region.
+            unsafe { core::ptr::write_volatile(w, v) };
+        };
+        // vm1 consumed 5 frames and asked for a doorbell at the 4th more
+        // (rx_batch 4); then it halts, which vm0's header shows.
+        set(1, offset_of!(Control, rx_cons), 5);
+        set(1, offset_of!(Control, rx_event), 8);
+        set(0, offset_of!(Control, tx_prod), 5);
+        ch.set_idle(1, true);
+        assert_eq!(header(frames.header_hpa[0]).peer_halted, 1);
+        assert_eq!(header(frames.header_hpa[1]).peer_halted, 0);
+        ch.watch(1);
+        assert!(!ch.take_pending(1), "nothing new");
+        // vm0 publishes the 6th and does not ring: a halted guest hears of
+        // any frame, batch or not; once.
+        set(0, offset_of!(Control, tx_prod), 6);
+        ch.watch(1);
+        ch.watch(1);
+        assert!(ch.take_pending(1));
+        ch.watch(1);
+        assert!(!ch.take_pending(1), "the same index is told once");
+        set(0, offset_of!(Control, tx_prod), 7);
+        ch.watch(1);
+        assert!(ch.take_pending(1), "a new one is told again");
+        // Returns: vm1 did not ask (its ret_event is behind what it took
+        // back), so buffers coming back wake nobody...
+        set(1, offset_of!(Control, ret_cons), 3);
+        set(1, offset_of!(Control, ret_event), 1);
+        set(0, offset_of!(Control, ret_prod), 4);
+        ch.watch(1);
+        assert!(!ch.take_pending(1));
+        // ...until it waits for them.
+        set(1, offset_of!(Control, ret_event), 3);
+        ch.watch(1);
+        assert!(ch.take_pending(1));
+        assert_eq!(ch.stats(1).watched, 3);
+        // Leaving idle clears the flag, then looks once more: a frame
+        // published by a peer that still saw the flag set is not lost.
+        set(0, offset_of!(Control, tx_prod), 8);
+        ch.set_idle(1, false);
+        assert_eq!(header(frames.header_hpa[0]).peer_halted, 0);
+        assert!(ch.take_pending(1));
+        // vm0's driver reattaches and starts its indices again: the same
+        // index value is a new entry, and is told.
+        ch.set_idle(1, true);
+        ch.watch(1);
+        assert!(!ch.take_pending(1));
+        ch.set_attached(0, true);
+        assert!(ch.take_pending(1), "the state change itself");
+        ch.watch(1);
+        assert!(ch.take_pending(1), "index 8 again, after the restart");
     }
 }

@@ -26,7 +26,9 @@
 //! ring in its own section. Every index is a free-running u32; a ring slot
 //! is `index % ring_entries`. Notifications are suppressed as with virtio's
 //! event index: a producer rings the doorbell only when its new index
-//! passes the event index the consumer published.
+//! passes the event index the consumer published. While a guest is halted
+//! the hypervisor watches its rings instead (`Header::peer_halted`), so
+//! its peer need not ring at all.
 
 /// PCI identity of the channel device. The IDs are vmlink's own for this
 /// prototype (not assigned by the PCI-SIG).
@@ -147,7 +149,20 @@ pub struct Header {
     /// This guest's MAC address, then the peer's.
     pub mac: [u8; 6],
     pub peer_mac: [u8; 6],
-    _pad: [u8; 4],
+    /// Nonzero while the peer's guest is halted and the hypervisor, on the
+    /// peer's CPU, watches the rings for it: it notifies the peer itself
+    /// once this guest's `tx_prod` passes the peer's `rx_event` (or
+    /// `ret_prod` its `ret_event`), so a DOORBELL is not needed. Read it
+    /// after publishing, behind a full barrier; zero means ring as usual.
+    pub peer_halted: u32,
+}
+
+/// virtio's event-index rule: a producer moving its index from `old` to
+/// `new` passed `event`, the entry the consumer asked to be told about.
+/// The idle watch uses it with the consumer's own index as `old`: any
+/// entry the consumer has not consumed yet and asked about.
+pub fn need_event(event: u32, new: u32, old: u32) -> bool {
+    new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }
 
 /// Where things are in a region of a given size.
@@ -255,7 +270,7 @@ impl Layout {
             state_gen,
             mac: mac(side),
             peer_mac: mac(1 - side),
-            _pad: [0; 4],
+            peer_halted: 0,
         }
     }
 }
@@ -286,6 +301,21 @@ pub fn protection(layout: &Layout, side: usize) -> [(u64, u64, Access); 3] {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn need_event_is_virtios_rule() {
+        use super::need_event;
+        // Consumed up to 10 and asked about entry 10.
+        assert!(!need_event(10, 10, 10));
+        assert!(need_event(10, 11, 10));
+        assert!(need_event(10, 300, 10));
+        // Asked long ago (a stale event index, behind what it consumed):
+        // not told again.
+        assert!(!need_event(5, 11, 10));
+        // Across the wrap of the free-running indices.
+        assert!(need_event(u32::MAX, 0, u32::MAX));
+        assert!(!need_event(u32::MAX, u32::MAX, u32::MAX));
+    }
+
     use super::*;
     use core::mem::{offset_of, size_of};
 

@@ -86,6 +86,8 @@ pub struct Workload {
     pub reps: u32,
     pub bulk_bytes: u64,
     pub bulk_reps: u32,
+    /// More words for both guests' kernel command line (`--guest-args`).
+    pub guest_args: String,
 }
 
 impl Workload {
@@ -95,6 +97,7 @@ impl Workload {
             reps: 10,
             bulk_bytes: 16 << 20,
             bulk_reps: 3,
+            guest_args: String::new(),
         }
     }
 
@@ -105,6 +108,7 @@ impl Workload {
             reps: 1,
             bulk_bytes: 1 << 20,
             bulk_reps: 1,
+            guest_args: String::new(),
         }
     }
 
@@ -112,13 +116,14 @@ impl Workload {
         let sizes: Vec<String> = self.sizes.iter().map(|s| s.to_string()).collect();
         format!(
             "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={} \
-             vmlink.bench_bulk={} vmlink.bench_bulk_reps={} {}",
+             vmlink.bench_bulk={} vmlink.bench_bulk_reps={} {} {}",
             path.id,
             sizes.join(","),
             self.reps,
             self.bulk_bytes,
             self.bulk_reps,
-            path.params
+            path.params,
+            self.guest_args
         )
     }
 }
@@ -418,6 +423,13 @@ impl Report<'_> {
                 ""
             }
         );
+        if !self.workload.guest_args.is_empty() {
+            let _ = writeln!(
+                s,
+                "Both guests booted with `{}` added to their kernel command line.\n",
+                self.workload.guest_args
+            );
+        }
         let _ = writeln!(s, "| path | what | status |\n|---|---|---|");
         for (p, r) in &self.runs {
             let status = match &r.error {
@@ -590,7 +602,8 @@ impl Report<'_> {
                 (a > b).then(|| format!("{proto} {size}"))
             })
             .collect();
-        let measured = self.ok(4).is_some() && self.ok(3).is_some();
+        // With no round trips run (--bulk-only) there is nothing to compare.
+        let measured = self.ok(4).is_some() && self.ok(3).is_some() && !keys.is_empty();
         out.push((
             format!(
                 "path 4 never slower than path 3 (round trips){}",
@@ -687,24 +700,126 @@ impl Report<'_> {
     }
 }
 
+/// What `cargo xtask bench` was asked for (its command-line options).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct Options {
+    /// One size, one repetition, every path: checks that it completes
+    /// with no data lost (what the CI test run does).
+    #[arg(long)]
+    pub smoke: bool,
+    /// Rebuild the tables and the plot from the last run's console
+    /// logs, booting nothing.
+    #[arg(long)]
+    pub report_only: bool,
+    /// Only these paths, e.g. `--paths 2,4` (tables then go to
+    /// target/bench/partial/).
+    #[arg(long, value_delimiter = ',')]
+    pub paths: Vec<u8>,
+    /// Round-trip payload sizes instead of 64,1024,4096,16384,65536.
+    #[arg(long, value_delimiter = ',')]
+    pub sizes: Option<Vec<usize>>,
+    /// Bulk transfers only, no round trips.
+    #[arg(long)]
+    pub bulk_only: bool,
+    /// More words for both guests' kernel command line, e.g.
+    /// `--guest-args nohz=off`.
+    #[arg(long, default_value = "")]
+    pub guest_args: String,
+}
+
+impl Options {
+    /// A run that is not the issue's full comparison (a subset of paths, other
+    /// sizes, other guest arguments): its tables go to target/bench/partial/
+    /// so they never replace a full run's.
+    fn partial(&self) -> bool {
+        !self.paths.is_empty()
+            || self.sizes.is_some()
+            || self.bulk_only
+            || !self.guest_args.is_empty()
+    }
+
+    /// The kind of run, as folder names show it: "", "-smoke" or "-partial".
+    fn tag(&self) -> &'static str {
+        if self.smoke {
+            "-smoke"
+        } else if self.partial() {
+            "-partial"
+        } else {
+            ""
+        }
+    }
+
+    /// The paths to boot, checked against PATHS.
+    fn selected(&self) -> Result<Vec<&'static Path>> {
+        for id in &self.paths {
+            if !PATHS.iter().any(|p| p.id == *id) {
+                bail!(
+                    "--paths: there is no path {id} (paths are {})",
+                    PATHS
+                        .iter()
+                        .map(|p| p.id.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+            }
+        }
+        Ok(PATHS
+            .iter()
+            .filter(|p| self.paths.is_empty() || self.paths.contains(&p.id))
+            .collect())
+    }
+
+    /// The workload these options describe; the guest arguments are checked,
+    /// since they land in a quoted TOML string and a kernel command line.
+    fn workload(&self) -> Result<Workload> {
+        let mut w = if self.smoke {
+            Workload::smoke()
+        } else {
+            Workload::full()
+        };
+        if let Some(sizes) = &self.sizes {
+            if let Some(bad) = sizes.iter().find(|s| **s == 0 || **s > 1 << 20) {
+                bail!("--sizes: {bad} is not a payload size (1 to 1048576 bytes)");
+            }
+            w.sizes = sizes.clone();
+        }
+        if self.bulk_only {
+            w.sizes.clear();
+        }
+        if let Some(c) = self
+            .guest_args
+            .chars()
+            .find(|c| matches!(c, '"' | '\\') || c.is_control())
+        {
+            bail!("--guest-args: {c:?} cannot go on a kernel command line here");
+        }
+        w.guest_args = self.guest_args.trim().to_string();
+        Ok(w)
+    }
+}
+
 /// The run folder of a path's boot (target/vmlink/run/<name>/).
-fn run_name(smoke: bool, path: &Path) -> String {
-    format!("bench{}-path{}", if smoke { "-smoke" } else { "" }, path.id)
+fn run_name(tag: &str, path: &Path) -> String {
+    format!("bench{tag}-path{}", path.id)
 }
 
 /// The console log a path's boot left (what `--report-only` reads again).
-fn console_log(smoke: bool, path: &Path) -> PathBuf {
+fn console_log(tag: &str, path: &Path) -> PathBuf {
     out_dir()
         .join("run")
-        .join(run_name(smoke, path))
+        .join(run_name(tag, path))
         .join("com1.log")
 }
 
-/// Where the tables go: target/bench/, or target/bench/smoke/ for the
-/// smoke run, which must not replace a full run's tables.
-fn results_dir(smoke: bool) -> Result<PathBuf> {
+/// Where the tables go: target/bench/, target/bench/smoke/ for the smoke
+/// run or target/bench/partial/ for a partial one, which must not replace
+/// a full run's tables.
+fn results_dir(tag: &str) -> Result<PathBuf> {
     let dir = out_dir().join("..").join("bench");
-    let dir = if smoke { dir.join("smoke") } else { dir };
+    let dir = match tag.strip_prefix('-') {
+        Some(sub) => dir.join(sub),
+        None => dir,
+    };
     fs::create_dir_all(&dir)?;
     Ok(dir.canonicalize()?)
 }
@@ -712,17 +827,15 @@ fn results_dir(smoke: bool) -> Result<PathBuf> {
 /// `cargo xtask bench [--smoke] [--report-only]`: `report_only` rebuilds
 /// the tables and the plot from the last run's console logs, booting
 /// nothing.
-pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
-    let workload = if smoke {
-        Workload::smoke()
-    } else {
-        Workload::full()
-    };
-    let dir = results_dir(smoke)?;
-    if report_only {
+pub fn run(choice: Choice, o: &Options) -> Result<()> {
+    let workload = o.workload()?;
+    let paths = o.selected()?;
+    let tag = o.tag();
+    let dir = results_dir(tag)?;
+    if o.report_only {
         let mut runs = Vec::new();
-        for path in &PATHS {
-            let log = console_log(smoke, path);
+        for path in paths {
+            let log = console_log(tag, path);
             let raw = fs::read(&log)
                 .with_context(|| format!("{} (run `cargo xtask bench` first)", log.display()))?;
             let lines: Vec<String> = raw
@@ -758,15 +871,15 @@ pub fn run(choice: Choice, smoke: bool, report_only: bool) -> Result<()> {
         cpus: 2,
         megs: emulator::DEFAULT_MEGS,
     };
-    let timeout = Duration::from_secs(if smoke { 1200 } else { 3 * 3600 });
+    let timeout = Duration::from_secs(if o.smoke { 1200 } else { 3 * 3600 });
     let mut runs = Vec::new();
-    for path in &PATHS {
+    for path in paths {
         let config: PathBuf = dir.join(format!("path{}-{}.toml", path.id, path.name));
         fs::write(&config, config_text(path, &workload))?;
         let part = partition::load(&config, machine, &a.payloads, true)
             .with_context(|| format!("path {}", path.id))?;
         let boot = Boot {
-            name: run_name(smoke, path),
+            name: run_name(tag, path),
             label: format!("bench path {} {}", path.id, path.name),
             kind: emulator::kind_for(choice, &a, &part, path.hv_cmdline)?,
             cpus: 2,
@@ -840,6 +953,56 @@ mod tests {
         assert!(t.contains("vmlink_net.rx_mode=copy"), "{t}");
         assert!(t.contains("vmlink.bench_sizes=4096 "), "{t}");
         assert_eq!(t.matches("[[vm]]").count(), 2);
+    }
+
+    #[test]
+    fn options_choose_paths_sizes_and_guest_args() {
+        let full = Options::default();
+        assert_eq!(full.tag(), "");
+        assert_eq!(full.selected().unwrap().len(), PATHS.len());
+        let o = Options {
+            paths: vec![4, 2],
+            bulk_only: true,
+            guest_args: " nohz=off ".into(),
+            ..Default::default()
+        };
+        assert_eq!(o.tag(), "-partial");
+        let ids: Vec<u8> = o.selected().unwrap().iter().map(|p| p.id).collect();
+        assert_eq!(ids, [2, 4], "in PATHS order");
+        let w = o.workload().unwrap();
+        assert!(w.sizes.is_empty());
+        let t = config_text(&PATHS[3], &w);
+        assert!(t.contains("vmlink.bench_sizes= "), "{t}");
+        assert!(t.contains(" nohz=off\""), "{t}");
+        let smoke = Options {
+            smoke: true,
+            sizes: Some(vec![64]),
+            ..Default::default()
+        };
+        assert_eq!(smoke.tag(), "-smoke");
+        assert_eq!(smoke.workload().unwrap().sizes, [64]);
+    }
+
+    #[test]
+    fn options_refuse_what_cannot_run() {
+        let e = |o: Options| format!("{:#}", o.selected().and(o.workload()).unwrap_err());
+        assert!(e(Options {
+            paths: vec![9],
+            ..Default::default()
+        })
+        .contains("no path 9"));
+        assert!(e(Options {
+            sizes: Some(vec![0]),
+            ..Default::default()
+        })
+        .contains("--sizes"));
+        for bad in ["a\"b", "x\\y", "p\nq"] {
+            let msg = e(Options {
+                guest_args: bad.into(),
+                ..Default::default()
+            });
+            assert!(msg.contains("--guest-args"), "{bad}: {msg}");
+        }
     }
 
     #[test]
@@ -931,5 +1094,31 @@ mod tests {
         assert!(report
             .csv()
             .contains("4,large-zerocopy,rr,tcp,16384,cycles,500,500,500"));
+    }
+
+    #[test]
+    fn bulk_only_runs_do_not_pass_round_trip_bars() {
+        let run = || {
+            let mut r = parse_run(&lines(&[BULK, BULK_RX, "[vm0] bench: end"]));
+            r.error = None;
+            r
+        };
+        let report = Report {
+            runs: vec![(&PATHS[2], run()), (&PATHS[3], run())],
+            workload: Options {
+                paths: vec![3, 4],
+                bulk_only: true,
+                guest_args: "idle=poll".into(),
+                ..Default::default()
+            }
+            .workload()
+            .unwrap(),
+            emulator: "test".into(),
+        };
+        let bars = report.bars();
+        let find = |t: &str| bars.iter().find(|(b, _)| b.contains(t)).unwrap().1;
+        assert_eq!(find("never slower than path 3"), "not measured");
+        assert_eq!(find("tcp round trip at 65536"), "not measured");
+        assert!(report.markdown().contains("booted with `idle=poll`"));
     }
 }

@@ -68,14 +68,8 @@ enum Cmd {
         /// auto, bochs, qemu-kvm or qemu-tcg.
         #[arg(long, default_value = "auto")]
         emulator: emulator::Choice,
-        /// One size, one repetition, every path: checks that it completes
-        /// with no data lost (what the CI test run does).
-        #[arg(long)]
-        smoke: bool,
-        /// Rebuild the tables and the plot from the last run's console
-        /// logs, booting nothing.
-        #[arg(long)]
-        report_only: bool,
+        #[command(flatten)]
+        opts: bench::Options,
     },
     /// Run the host unit tests and the emulator scenarios.
     Test {
@@ -124,13 +118,9 @@ fn main() -> Result<()> {
             let part = out.partition(&build, machine)?;
             emulator::run_interactive(&out, &part, emulator, cpus, timeout, batch)
         }
-        Cmd::Bench {
-            emulator,
-            smoke,
-            report_only,
-        } => {
+        Cmd::Bench { emulator, opts } => {
             deps::ensure()?;
-            bench::run(emulator, smoke, report_only)
+            bench::run(emulator, &opts)
         }
         Cmd::Test { filter, unit_only } => {
             deps::ensure()?;

@@ -500,7 +500,13 @@ pub fn run_all(filter: Option<&str>, unit_only: bool) -> Result<()> {
         println!();
         println!("==> scenario {smoke}: cargo xtask bench --smoke (every path, no data lost)");
         let start = Instant::now();
-        let r = crate::bench::run(emulator::Choice::Bochs, true, false);
+        let r = crate::bench::run(
+            emulator::Choice::Bochs,
+            &crate::bench::Options {
+                smoke: true,
+                ..Default::default()
+            },
+        );
         let secs = start.elapsed().as_secs_f64();
         let note = match &r {
             Ok(()) => "every path completed, all data checked".to_string(),

@@ -258,7 +258,11 @@ impl<V: Vcpu> Vm<V> {
             }
             VmExit::ApicEoi { vector } => self.platform.level_eoi(vector),
             VmExit::VirtualizationInstruction => self.vcpu.inject_exception(UD, None),
-            VmExit::HostInterrupt | VmExit::InterruptWindow | VmExit::Timer => {}
+            VmExit::HostInterrupt | VmExit::InterruptWindow => {}
+            // The guest's timer: a guest that never halts still hears of
+            // frames its peer did not ring for (see Channel::watch) within
+            // a tick.
+            VmExit::Timer => self.platform.watch_channel(),
             VmExit::TripleFault => return Some(Fate::TripleFault),
             VmExit::EntryFailed => return Some(self.stop(format_args!("VM entry failed"))),
             VmExit::ControlRegister { qualification } => {
@@ -304,6 +308,7 @@ impl<V: Vcpu> Vm<V> {
                 );
             }
             self.platform.poll_input();
+            self.platform.watch_channel();
             self.platform.poll(now);
             // `poll` turned any channel notification into an interrupt.
             if self.platform.pending_interrupt().is_some() {

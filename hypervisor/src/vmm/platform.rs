@@ -181,6 +181,14 @@ impl Platform {
         }
     }
 
+    /// While the guest is halted: has the channel notice what the peer
+    /// published without ringing (see [`Channel::watch`]).
+    pub fn watch_channel(&self) {
+        if let Some((ch, side)) = self.channel {
+            ch.watch(side);
+        }
+    }
+
     /// The device state the `trace` sampler prints.
     pub fn trace(&self, now: u64, out: &mut dyn core::fmt::Write) {
         let _ = write!(

@@ -216,6 +216,7 @@ fn channel(h: &mut String) {
                 ("__u32", "state_gen", offset_of!(Header, state_gen), 4),
                 ("__u8", "mac[6]", offset_of!(Header, mac), 6),
                 ("__u8", "peer_mac[6]", offset_of!(Header, peer_mac), 6),
+                ("__u32", "peer_halted", offset_of!(Header, peer_halted), 4),
             ],
         },
     ];
