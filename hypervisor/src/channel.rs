@@ -179,7 +179,8 @@ impl Channel {
         }
     }
 
-    /// Called on `side`'s CPU while its guest is halted: notifies it when
+    /// Called on `side`'s CPU while its guest is halted (and at its timer
+    /// exits, for a guest that never halts): notifies it when
     /// the peer published past an event index the guest set and has not
     /// consumed up to (a frame to receive, or the buffers back it waits
     /// for), once per producer index, so a guest that asked and then
