@@ -180,41 +180,26 @@ impl Channel {
     }
 
     /// Called on `side`'s CPU while its guest is halted (and at its timer
-    /// exits, for a guest that never halts): notifies it when
-    /// the peer published past an event index the guest set and has not
-    /// consumed up to (a frame to receive, or the buffers back it waits
-    /// for), once per producer index, so a guest that asked and then
+    /// exits, for a guest that never halts): notifies it of frames the
+    /// peer published that it has not consumed (whatever its `rx_event`:
+    /// a driver that batches asks for a doorbell only after several and
+    /// relies on this for the rest), and of buffers coming back once its
+    /// `ret_event` asks for them. Once per producer index, so a guest that
     /// stopped listening (its interface down) is not woken again and again
     /// for the same entry. The indices are the guests' to write: wrong
     /// ones cost the side at most an interrupt per value its peer writes.
     pub fn watch(&self, side: usize) {
         let peer = 1 - side;
-        let rings = [
-            (
-                WATCH_RX,
-                offset_of!(Control, tx_prod),
-                offset_of!(Control, rx_event),
-                offset_of!(Control, rx_cons),
-            ),
-            (
-                WATCH_RET,
-                offset_of!(Control, ret_prod),
-                offset_of!(Control, ret_event),
-                offset_of!(Control, ret_cons),
-            ),
-        ];
-        for (ring, prod_at, event_at, cons_at) in rings {
-            let prod = self.control_word(peer, prod_at).load(Ordering::SeqCst);
-            let event = self.control_word(side, event_at).load(Ordering::SeqCst);
-            let cons = self.control_word(side, cons_at).load(Ordering::SeqCst);
-            // Frames are worth a wake-up whatever rx_event says: a driver
-            // that batches asks for a doorbell only after several, and
-            // relies on this watch for the rest. Returns only when asked.
-            let wanted = if ring == WATCH_RX {
-                prod != cons
-            } else {
-                need_event(event, prod, cons)
-            };
+        let word = |s: usize, at: usize| self.control_word(s, at).load(Ordering::SeqCst);
+        let tx_prod = word(peer, offset_of!(Control, tx_prod));
+        let ret_prod = word(peer, offset_of!(Control, ret_prod));
+        let frames = tx_prod != word(side, offset_of!(Control, rx_cons));
+        let returns = need_event(
+            word(side, offset_of!(Control, ret_event)),
+            ret_prod,
+            word(side, offset_of!(Control, ret_cons)),
+        );
+        for (ring, prod, wanted) in [(WATCH_RX, tx_prod, frames), (WATCH_RET, ret_prod, returns)] {
             if !wanted {
                 continue;
             }
@@ -272,12 +257,9 @@ impl Channel {
             return HC_ERR_PEER_DOWN;
         }
         let section = self.frames.region_hpa + l.section(side);
-        let tx_prod = section + core::mem::offset_of!(Control, tx_prod) as u64;
-        // SAFETY: `tx_prod` lies in the caller's control page inside the
-        // region this channel owns; u32-aligned; the guest writes it too,
-        // so it is only accessed atomically here and any value is fine
-        // (it is used modulo the ring size).
-        let prod = unsafe { &*(tx_prod as *const AtomicU32) };
+        // Any value the guest left there is fine: it is used modulo the
+        // ring size.
+        let prod = self.control_word(side, offset_of!(Control, tx_prod));
         let index = prod.load(Ordering::Acquire);
         let slot = section
             + u64::from(l.ring_offset)

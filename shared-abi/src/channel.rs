@@ -150,17 +150,18 @@ pub struct Header {
     pub mac: [u8; 6],
     pub peer_mac: [u8; 6],
     /// Nonzero while the peer's guest is halted and the hypervisor, on the
-    /// peer's CPU, watches the rings for it: it notifies the peer itself
-    /// once this guest's `tx_prod` passes the peer's `rx_event` (or
-    /// `ret_prod` its `ret_event`), so a DOORBELL is not needed. Read it
-    /// after publishing, behind a full barrier; zero means ring as usual.
+    /// peer's CPU, watches the rings for it: it notifies the peer itself of
+    /// any frame it has not consumed (and of returns past its
+    /// `ret_event`), so a DOORBELL is not needed. Read it after
+    /// publishing, behind a full barrier; zero means ring as usual.
     pub peer_halted: u32,
 }
 
 /// virtio's event-index rule: a producer moving its index from `old` to
 /// `new` passed `event`, the entry the consumer asked to be told about.
-/// The idle watch uses it with the consumer's own index as `old`: any
-/// entry the consumer has not consumed yet and asked about.
+/// The hypervisor's watch uses it for returns with the consumer's own
+/// index as `old`: any entry not consumed yet that it asked about. (The C
+/// side has its twin, `vml_need_event` in guest-driver/vml_ring.h.)
 pub fn need_event(event: u32, new: u32, old: u32) -> bool {
     new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
 }

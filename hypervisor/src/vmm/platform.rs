@@ -181,8 +181,9 @@ impl Platform {
         }
     }
 
-    /// While the guest is halted: has the channel notice what the peer
-    /// published without ringing (see [`Channel::watch`]).
+    /// While the guest is halted, and at its timer exits: has the channel
+    /// notice what the peer published without ringing (see
+    /// [`Channel::watch`]).
     pub fn watch_channel(&self) {
         if let Some((ch, side)) = self.channel {
             ch.watch(side);
