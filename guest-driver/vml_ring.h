@@ -24,6 +24,7 @@ enum vml_fault {
 	VML_INDEX_JUMP,		/* producer index moved past what a ring holds */
 	VML_BAD_RETURN,		/* returned buffer number out of range */
 	VML_DOUBLE_RETURN,	/* returned a buffer that was not out */
+	VML_BUFFER_HELD,	/* sent a buffer we have not returned yet */
 	VML_FAULT_KINDS,
 };
 
@@ -211,6 +212,30 @@ static inline int vml_rx_may_hold(__u32 held, __u32 count, __u32 buffer_count,
 	if (limit > cap - VMLINK_MAX_FRAGS)
 		limit = cap - VMLINK_MAX_FRAGS;
 	return held <= limit && count <= limit - held;
+}
+
+/*
+ * Marks the `n` buffers a zero-copy frame lends to the stack with `mark`
+ * (non-zero: the driver's link epoch plus one). lent[] has one entry per
+ * peer buffer, zero while its page is not with the stack. Returns 0 and
+ * leaves everything as it was when one of them is lent already (the peer
+ * reused a buffer it has not had back, or named one twice in a frame):
+ * handing such a page to the stack again would give it two owners under a
+ * single reference, so the caller copies instead.
+ */
+static inline int vml_lend_bufs(__u32 *lent, const __u32 *bufs, __u32 n, __u32 mark)
+{
+	__u32 i;
+
+	for (i = 0; i < n; i++) {
+		if (lent[bufs[i]]) {
+			while (i--)
+				lent[bufs[i]] = 0;
+			return 0;
+		}
+		lent[bufs[i]] = mark;
+	}
+	return 1;
 }
 
 #endif /* VML_RING_H */

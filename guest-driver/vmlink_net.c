@@ -78,7 +78,7 @@ static const char vml_stat_names[][ETH_GSTRING_LEN] = {
 	"rx_held", "tx_free", "tx_stopped",
 	"fault_none", "fault_bad_buffer", "fault_bad_length", "fault_bad_flags",
 	"fault_too_many_frags", "fault_index_jump", "fault_bad_return",
-	"fault_double_return",
+	"fault_double_return", "fault_buffer_held",
 };
 
 static_assert(ARRAY_SIZE(vml_stat_names) == ST_COUNT);
@@ -88,6 +88,20 @@ static const char vml_hv_names[][ETH_GSTRING_LEN] = {
 	"hv_mediated_sends", "hv_halted_cycles",
 };
 static_assert(ARRAY_SIZE(vml_hv_names) == VMLINK_STAT_COUNT);
+
+/*
+ * A zero-copy frame's buffers, lent to the stack as pages. They go back to
+ * the peer together, in one return, when the last page comes back: a
+ * return per page costs a lock and two barriers each, about a dozen times
+ * per 64 KiB frame.
+ */
+struct vml_rxframe {
+	struct llist_node free;
+	atomic_t pages;		/* pages of the frame the stack still holds */
+	u32 epoch;
+	u32 count;
+	u32 bufs[VMLINK_MAX_FRAGS];
+};
 
 struct vml_priv {
 	struct net_device *ndev;
@@ -120,6 +134,12 @@ struct vml_priv {
 	 * returned to its new one. */
 	u32 epoch;
 	atomic_t held;
+	/* Frame records: NAPI takes them (the only taker, as llist_del_first
+	 * wants), page_free puts them back from any context. lent[] marks the
+	 * peer's buffers whose pages the stack holds (vml_lend_bufs). */
+	struct vml_rxframe *rxf;
+	struct llist_head rxf_free;
+	u32 *lent;
 	u32 state_gen;
 	bool peer_up;
 	u32 faults_in_row;
@@ -229,20 +249,24 @@ static void vml_return(struct vml_priv *p, const u32 *bufs, u32 n, u32 epoch)
 		vml_notify(p);
 }
 
+/*
+ * The stack dropped its last reference to one of a frame's pages. Only pages
+ * vml_rx_zerocopy lent come here, each pointing at its frame; a frame in
+ * flight holds a module reference, so the callback cannot outlive the module.
+ */
 static void vml_page_free(struct page *page)
 {
 	struct vml_priv *p = container_of(page->pgmap, struct vml_priv, pgmap);
-	unsigned long pfn = page_to_pfn(page);
-	u32 epoch = (u32)(unsigned long)page->zone_device_data;
-	u32 buf;
+	struct vml_rxframe *f = page->zone_device_data;
+	u32 i;
 
-	/* Only pages we handed to the stack come back here; each held a
-	 * module reference so the callback cannot outlive the module. */
-	if (pfn >= p->peer_buf_pfn && pfn < p->peer_buf_pfn + p->nbuf) {
-		buf = pfn - p->peer_buf_pfn;
-		vml_return(p, &buf, 1, epoch);
-		atomic_dec(&p->held);
-	}
+	if (WARN_ON_ONCE(!f) || !atomic_dec_and_test(&f->pages))
+		return;
+	for (i = 0; i < f->count; i++)
+		WRITE_ONCE(p->lent[f->bufs[i]], 0);
+	vml_return(p, f->bufs, f->count, f->epoch);
+	atomic_sub(f->count, &p->held);
+	llist_add(&f->free, &p->rxf_free);
 	module_put(THIS_MODULE);
 }
 
@@ -530,45 +554,110 @@ static bool vml_rx_offloads(struct sk_buff *skb, const struct vmlink_desc *d)
 	return true;
 }
 
-static struct sk_buff *vml_rx_copy(struct vml_priv *p, const struct vml_frame *f)
+static struct sk_buff *vml_copy_frame(struct vml_priv *p, const struct vml_frame *f)
 {
 	struct sk_buff *skb = napi_alloc_skb(&p->napi, f->bytes);
 	u32 i;
 
-	if (!skb)
-		return NULL;
-	for (i = 0; i < f->count; i++)
-		skb_put_data(skb, vml_peer_buf(p, f->d[i].buf), f->d[i].len);
+	if (skb)
+		for (i = 0; i < f->count; i++)
+			skb_put_data(skb, vml_peer_buf(p, f->d[i].buf), f->d[i].len);
+	return skb;
+}
+
+/* The rx functions hand every buffer of the frame back, or lend it to the
+ * stack, whether or not they return an skb. */
+static struct sk_buff *vml_rx_copy(struct vml_priv *p, const struct vml_frame *f)
+{
+	struct sk_buff *skb = vml_copy_frame(p, f);
+
 	vml_return_frame(p, f);
 	return skb;
 }
 
+/*
+ * A frame naming a buffer whose page the stack still holds. Copied; the
+ * held buffer goes back with the frame that holds it, unless that frame is
+ * from the peer's previous life: this life owns the buffer, and the old
+ * frame's return will not count (vml_return's epoch).
+ */
+static struct sk_buff *vml_rx_copy_held(struct vml_priv *p, const struct vml_frame *f)
+{
+	struct sk_buff *skb = vml_copy_frame(p, f);
+	u32 bufs[VMLINK_MAX_FRAGS], i, n = 0;
+	bool ours = false, old = false;
+
+	for (i = 0; i < f->count; i++) {
+		u32 mark = READ_ONCE(p->lent[f->d[i].buf]);
+
+		if (mark == p->epoch + 1)
+			ours = true;
+		else
+			bufs[n++] = f->d[i].buf;
+		old |= mark && mark != p->epoch + 1;
+	}
+	/* Reused while we hold it, or (nothing held at all) named twice in
+	 * the frame: the peer's fault. A buffer named twice goes back twice,
+	 * which the peer's pool counts as its own fault. */
+	if (ours || !old)
+		vml_fault(p, VML_BUFFER_HELD);
+	if (n)
+		vml_return(p, bufs, n, p->epoch);
+	return skb;
+}
+
+/*
+ * Headers into the linear part, the rest as the peer's pages. Copies
+ * instead when the peer sent a buffer whose page the stack still holds
+ * (a fault), or, which cannot happen while vml_rx_may_hold bounds what is
+ * held, when no frame record is free.
+ */
 static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_frame *f)
 {
 	u32 hlen = min_t(u32, f->d[0].len, VML_RX_COPYBREAK);
-	struct sk_buff *skb = napi_alloc_skb(&p->napi, VML_RX_COPYBREAK);
-	u32 i, frag = 0;
+	u32 first = f->d[0].len == hlen ? 1 : 0;
+	struct vml_rxframe *rf;
+	struct llist_node *node;
+	struct sk_buff *skb;
+	u32 i;
 
-	if (!skb)
+	if (first == f->count)
+		return vml_rx_copy(p, f);
+	node = llist_del_first(&p->rxf_free);
+	if (!node)
+		return vml_rx_copy(p, f);
+	rf = llist_entry(node, struct vml_rxframe, free);
+	rf->count = f->count - first;
+	for (i = 0; i < rf->count; i++)
+		rf->bufs[i] = f->d[first + i].buf;
+	if (!vml_lend_bufs(p->lent, rf->bufs, rf->count, p->epoch + 1)) {
+		llist_add(node, &p->rxf_free);
+		return vml_rx_copy_held(p, f);
+	}
+	skb = napi_alloc_skb(&p->napi, VML_RX_COPYBREAK);
+	if (!skb) {
+		for (i = 0; i < rf->count; i++)
+			p->lent[rf->bufs[i]] = 0;
+		llist_add(node, &p->rxf_free);
+		vml_return_frame(p, f);
 		return NULL;
+	}
 	skb_put_data(skb, vml_peer_buf(p, f->d[0].buf), hlen);
-	for (i = 0; i < f->count; i++) {
+	if (first)
+		vml_return(p, &f->d[0].buf, 1, p->epoch);
+	rf->epoch = p->epoch;
+	atomic_set(&rf->pages, rf->count);
+	atomic_add(rf->count, &p->held);
+	__module_get(THIS_MODULE);
+	for (i = first; i < f->count; i++) {
 		u32 off = i == 0 ? hlen : 0;
-		u32 buf = f->d[i].buf;
-		struct page *page;
+		struct page *page = pfn_to_page(p->peer_buf_pfn + f->d[i].buf);
 
-		if (f->d[i].len == off) {
-			/* All of it went into the linear part. */
-			vml_return(p, &buf, 1, p->epoch);
-			continue;
-		}
-		page = pfn_to_page(p->peer_buf_pfn + buf);
 		/* The page's idle reference becomes the skb's; page_free
-		 * returns the buffer once the stack dropped every one. */
-		page->zone_device_data = (void *)(unsigned long)p->epoch;
-		__module_get(THIS_MODULE);
-		atomic_inc(&p->held);
-		skb_add_rx_frag(skb, frag++, page, off, f->d[i].len - off, VMLINK_BUFFER_SIZE);
+		 * counts the frame's pages back. */
+		page->zone_device_data = rf;
+		skb_add_rx_frag(skb, i - first, page, off, f->d[i].len - off,
+				VMLINK_BUFFER_SIZE);
 	}
 	return skb;
 }
@@ -613,7 +702,6 @@ static int vml_poll(struct napi_struct *napi, int budget)
 		copy = !p->zerocopy || lazy || small || f.count > MAX_SKB_FRAGS;
 		skb = copy ? vml_rx_copy(p, &f) : vml_rx_zerocopy(p, &f);
 		if (!skb) {
-			vml_return_frame(p, &f);
 			vml_count(p, ST_RX_DROPS, 1);
 			continue;
 		}
@@ -822,6 +910,7 @@ static int vml_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	resource_size_t start, len;
 	u8 *own, *peer;
 	int err;
+	u32 i;
 
 	err = pcim_enable_device(pdev);
 	if (err)
@@ -886,10 +975,17 @@ static int vml_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	p->pool.count = p->nbuf;
 	p->pool.free = kvcalloc(p->nbuf, sizeof(u32), GFP_KERNEL);
 	p->pool.out = kvzalloc(p->nbuf, GFP_KERNEL);
-	if (!p->pool.free || !p->pool.out) {
+	p->lent = kvcalloc(p->nbuf, sizeof(u32), GFP_KERNEL);
+	p->rxf = kvcalloc(p->entries, sizeof(*p->rxf), GFP_KERNEL);
+	if (!p->pool.free || !p->pool.out || !p->lent || !p->rxf) {
 		err = -ENOMEM;
 		goto free;
 	}
+	/* More than enough: a frame in flight holds at least one buffer, and
+	 * vml_rx_may_hold keeps what is held under half the ring. */
+	init_llist_head(&p->rxf_free);
+	for (i = 0; i < p->entries; i++)
+		llist_add(&p->rxf[i].free, &p->rxf_free);
 	vml_reset_section(p);
 
 	eth_hw_addr_set(ndev, p->hdr->mac);
@@ -938,6 +1034,8 @@ vectors:
 free:
 	kvfree(p->pool.free);
 	kvfree(p->pool.out);
+	kvfree(p->lent);
+	kvfree(p->rxf);
 	free_netdev(ndev);
 	return err;
 }
@@ -955,6 +1053,8 @@ static void vml_remove(struct pci_dev *pdev)
 	WARN_ON(atomic_read(&p->held));
 	kvfree(p->pool.free);
 	kvfree(p->pool.out);
+	kvfree(p->lent);
+	kvfree(p->rxf);
 	free_netdev(p->ndev);
 }
 

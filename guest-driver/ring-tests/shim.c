@@ -43,3 +43,8 @@ int shim_rx_may_hold(__u32 held, __u32 count, __u32 buffer_count, __u32 entries)
 {
 	return vml_rx_may_hold(held, count, buffer_count, entries);
 }
+
+int shim_lend_bufs(__u32 *lent, const __u32 *bufs, __u32 n, __u32 mark)
+{
+	return vml_lend_bufs(lent, bufs, n, mark);
+}

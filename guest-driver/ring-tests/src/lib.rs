@@ -43,7 +43,8 @@ pub mod fault {
     pub const INDEX_JUMP: i32 = 5;
     pub const BAD_RETURN: i32 = 6;
     pub const DOUBLE_RETURN: i32 = 7;
-    pub const KINDS: usize = 8;
+    pub const BUFFER_HELD: i32 = 8;
+    pub const KINDS: usize = 9;
 }
 
 extern "C" {
@@ -68,6 +69,7 @@ extern "C" {
         faults: *mut u64,
     ) -> i64;
     pub fn shim_rx_may_hold(held: u32, count: u32, buffer_count: u32, entries: u32) -> i32;
+    pub fn shim_lend_bufs(lent: *mut u32, bufs: *const u32, n: u32, mark: u32) -> i32;
 }
 
 /// Small deterministic generator (xorshift64*), so failures reproduce.
@@ -443,5 +445,45 @@ mod tests {
         assert_eq!(p.put(got[0]), fault::DOUBLE_RETURN);
         assert_eq!(p.put(99), fault::BAD_RETURN);
         assert!(p.consistent());
+    }
+
+    fn lend(lent: &mut [u32], bufs: &[u32], mark: u32) -> bool {
+        // SAFETY: every buffer number indexes `lent`; the shim reads
+        // `bufs.len()` entries of `bufs`.
+        unsafe { shim_lend_bufs(lent.as_mut_ptr(), bufs.as_ptr(), bufs.len() as u32, mark) == 1 }
+    }
+
+    /// A page lent to the stack is never lent again before it comes back,
+    /// and a refused frame leaves the marks exactly as they were.
+    #[test]
+    fn a_buffer_is_lent_to_the_stack_once_at_a_time() {
+        let mut rng = Rng(5);
+        let mut lent = vec![0u32; 64];
+        let mut frames: Vec<Vec<u32>> = Vec::new();
+        for _ in 0..20_000 {
+            if !frames.is_empty() && rng.below(3) == 0 {
+                // A frame's pages all came back.
+                let f = frames.swap_remove(rng.below(frames.len() as u64) as usize);
+                for b in f {
+                    lent[b as usize] = 0;
+                }
+                continue;
+            }
+            let n = 1 + rng.below(6) as usize;
+            let bufs: Vec<u32> = (0..n).map(|_| rng.below(64) as u32).collect();
+            let before = lent.clone();
+            let mut seen = std::collections::HashSet::new();
+            let fresh = bufs
+                .iter()
+                .all(|&b| before[b as usize] == 0 && seen.insert(b));
+            let mark = 1 + rng.below(3) as u32;
+            assert_eq!(lend(&mut lent, &bufs, mark), fresh, "{bufs:?}");
+            if fresh {
+                assert!(bufs.iter().all(|&b| lent[b as usize] == mark));
+                frames.push(bufs);
+            } else {
+                assert_eq!(lent, before);
+            }
+        }
     }
 }
