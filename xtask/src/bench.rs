@@ -79,11 +79,17 @@ pub const PATHS: [Path; 5] = [
     },
 ];
 
+/// Round trips of at most this many bytes run `small_reps` times.
+pub const SMALL_RR: usize = 4096;
+
 /// The workload of one path's boot.
 #[derive(Clone, Debug)]
 pub struct Workload {
     pub sizes: Vec<usize>,
     pub reps: u32,
+    /// Round trips per size up to [`SMALL_RR`]: they are short, so more of
+    /// them cost little, and they vary most from one to the next.
+    pub small_reps: u32,
     pub bulk_bytes: u64,
     pub bulk_reps: u32,
     /// More words for both guests' kernel command line (`--guest-args`).
@@ -95,6 +101,7 @@ impl Workload {
         Workload {
             sizes: vec![64, 1024, 4096, 16384, 65536],
             reps: 10,
+            small_reps: 50,
             bulk_bytes: 16 << 20,
             bulk_reps: 3,
             guest_args: String::new(),
@@ -106,6 +113,7 @@ impl Workload {
         Workload {
             sizes: vec![4096],
             reps: 1,
+            small_reps: 1,
             bulk_bytes: 1 << 20,
             bulk_reps: 1,
             guest_args: String::new(),
@@ -115,11 +123,12 @@ impl Workload {
     fn cmdline(&self, path: &Path) -> String {
         let sizes: Vec<String> = self.sizes.iter().map(|s| s.to_string()).collect();
         format!(
-            "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={} \
+            "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={},{} \
              vmlink.bench_bulk={} vmlink.bench_bulk_reps={} {} {}",
             path.id,
             sizes.join(","),
             self.reps,
+            self.small_reps,
             self.bulk_bytes,
             self.bulk_reps,
             path.params,
@@ -413,15 +422,19 @@ impl Report<'_> {
         let _ = writeln!(
             s,
             "Measured by `cargo xtask bench` on {}. Cycles are the guests' TSC \
-             cycles{}; figures are median (min–max) over the repetitions; \
-             ratios are medians divided by path 1's and path 2's.\n",
+             cycles{}; figures are median (min–max) over the repetitions ({} round \
+             trips per size, {} up to {} B); ratios are medians divided by path 1's \
+             and path 2's.\n",
             self.emulator,
             if self.emulator.starts_with("Bochs") {
                 " (under Bochs the TSC follows executed instructions, so they repeat \
                  from run to run); ns and MB/s are emulator time, not real time"
             } else {
                 ""
-            }
+            },
+            self.workload.reps,
+            self.workload.small_reps,
+            SMALL_RR
         );
         if !self.workload.guest_args.is_empty() {
             let _ = writeln!(

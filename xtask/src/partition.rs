@@ -374,6 +374,35 @@ mod tests {
         format!("{:#}", plan(text, m, true, &here(&d.0)).unwrap_err())
     }
 
+    /// Every benchmark path's configuration passes the checks, its guests'
+    /// command lines (the workload rides on them) within the length limit.
+    #[test]
+    fn the_benchmark_configurations_are_accepted() {
+        let d = files();
+        let resolve = |w: &str| {
+            Ok(d.0.join(match w {
+                "guest-kernel" => "k",
+                "guest-initrd" => "i",
+                other => other,
+            }))
+        };
+        for w in [
+            crate::bench::Workload::full(),
+            crate::bench::Workload::smoke(),
+        ] {
+            for path in &crate::bench::PATHS {
+                let text = crate::bench::config_text(path, &w);
+                let m = Machine {
+                    cpus: 2,
+                    megs: 1024,
+                };
+                if let Err(e) = plan(&text, m, true, &resolve) {
+                    panic!("path {}: {e:#}", path.id);
+                }
+            }
+        }
+    }
+
     #[test]
     fn a_good_configuration_round_trips_to_the_hypervisor_format() {
         let d = files();

@@ -3,7 +3,8 @@
 # the path through the partition configuration (region size, buffers) and
 # the driver's parameters (vmlink_net.* on the kernel command line), and the
 # workload through vmlink.bench_* words:
-#   sizes (comma-separated payload bytes), reps (round trips per size),
+#   sizes (comma-separated payload bytes), reps (round trips per size, then
+#   per size up to 4096 bytes, xtask's SMALL_RR: "10,50"),
 #   bulk (bytes per bulk TCP transfer), bulk_reps.
 # vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
 # No sleeps: guest time is slow under Bochs.
@@ -22,8 +23,10 @@ vmlink-guest bench-copy 1500 200
 for size in $(arg sizes | tr , ' '); do
     u=$size
     [ "$u" -gt 65507 ] && u=65507 # the largest UDP payload
-    vmlink-guest bench-rr udp $peer $u "$(arg reps)"
-    vmlink-guest bench-rr tcp $peer $size "$(arg reps)"
+    r=$(arg reps | cut -d, -f1)
+    [ "$size" -le 4096 ] && r=$(arg reps | cut -d, -f2)
+    vmlink-guest bench-rr udp $peer $u "$r"
+    vmlink-guest bench-rr tcp $peer $size "$r"
 done
 # Each bulk repetition twice: the sender writing normally (two copies on its
 # side) and with MSG_ZEROCOPY (only the driver's copy into the channel).
