@@ -214,6 +214,15 @@ static inline int vml_rx_may_hold(__u32 held, __u32 count, __u32 buffer_count,
 	return held <= limit && count <= limit - held;
 }
 
+/* Clears the marks of `n` buffers: their pages are back, or a lend is undone. */
+static inline void vml_unlend_bufs(__u32 *lent, const __u32 *bufs, __u32 n)
+{
+	__u32 i;
+
+	for (i = 0; i < n; i++)
+		VML_WRITE_U32(&lent[bufs[i]], 0);
+}
+
 /*
  * Marks the `n` buffers a zero-copy frame lends to the stack with `mark`
  * (non-zero: the driver's link epoch plus one). lent[] has one entry per
@@ -228,12 +237,11 @@ static inline int vml_lend_bufs(__u32 *lent, const __u32 *bufs, __u32 n, __u32 m
 	__u32 i;
 
 	for (i = 0; i < n; i++) {
-		if (lent[bufs[i]]) {
-			while (i--)
-				lent[bufs[i]] = 0;
+		if (VML_READ_U32(&lent[bufs[i]])) {
+			vml_unlend_bufs(lent, bufs, i);
 			return 0;
 		}
-		lent[bufs[i]] = mark;
+		VML_WRITE_U32(&lent[bufs[i]], mark);
 	}
 	return 1;
 }

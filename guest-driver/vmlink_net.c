@@ -262,12 +262,10 @@ static void vml_page_free(struct page *page)
 {
 	struct vml_priv *p = container_of(page->pgmap, struct vml_priv, pgmap);
 	struct vml_rxframe *f = page->zone_device_data;
-	u32 i;
 
 	if (WARN_ON_ONCE(!f) || !atomic_dec_and_test(&f->pages))
 		return;
-	for (i = 0; i < f->count; i++)
-		WRITE_ONCE(p->lent[f->bufs[i]], 0);
+	vml_unlend_bufs(p->lent, f->bufs, f->count);
 	vml_return(p, f->bufs, f->count, f->epoch);
 	atomic_sub(f->count, &p->held);
 	llist_add(&f->free, &p->rxf_free);
@@ -579,6 +577,12 @@ static struct sk_buff *vml_rx_copy(struct vml_priv *p, const struct vml_frame *f
 	return skb;
 }
 
+/* What lent[] holds for a buffer lent in this life of the link. */
+static u32 vml_lend_mark(const struct vml_priv *p)
+{
+	return p->epoch + 1;
+}
+
 /*
  * A frame naming a buffer whose page the stack still holds. Copied; the
  * held buffer goes back with the frame that holds it, unless that frame is
@@ -589,16 +593,17 @@ static struct sk_buff *vml_rx_copy_held(struct vml_priv *p, const struct vml_fra
 {
 	struct sk_buff *skb = vml_copy_frame(p, f);
 	u32 bufs[VMLINK_MAX_FRAGS], i, n = 0;
+	u32 now = vml_lend_mark(p);
 	bool ours = false, old = false;
 
 	for (i = 0; i < f->count; i++) {
 		u32 mark = READ_ONCE(p->lent[f->d[i].buf]);
 
-		if (mark == p->epoch + 1)
+		if (mark == now)
 			ours = true;
 		else
 			bufs[n++] = f->d[i].buf;
-		old |= mark && mark != p->epoch + 1;
+		old |= mark && mark != now;
 	}
 	/* Reused while we hold it, or (nothing held at all) named twice in
 	 * the frame: the peer's fault. A buffer named twice goes back twice,
@@ -634,14 +639,13 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 	rf->count = f->count - first;
 	for (i = 0; i < rf->count; i++)
 		rf->bufs[i] = f->d[first + i].buf;
-	if (!vml_lend_bufs(p->lent, rf->bufs, rf->count, p->epoch + 1)) {
+	if (!vml_lend_bufs(p->lent, rf->bufs, rf->count, vml_lend_mark(p))) {
 		llist_add(node, &p->rxf_free);
 		return vml_rx_copy_held(p, f);
 	}
 	skb = napi_alloc_skb(&p->napi, VML_RX_COPYBREAK);
 	if (!skb) {
-		for (i = 0; i < rf->count; i++)
-			p->lent[rf->bufs[i]] = 0;
+		vml_unlend_bufs(p->lent, rf->bufs, rf->count);
 		llist_add(node, &p->rxf_free);
 		vml_return_frame(p, f);
 		return NULL;

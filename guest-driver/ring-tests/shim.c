@@ -48,3 +48,8 @@ int shim_lend_bufs(__u32 *lent, const __u32 *bufs, __u32 n, __u32 mark)
 {
 	return vml_lend_bufs(lent, bufs, n, mark);
 }
+
+void shim_unlend_bufs(__u32 *lent, const __u32 *bufs, __u32 n)
+{
+	vml_unlend_bufs(lent, bufs, n);
+}

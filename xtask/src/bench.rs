@@ -120,15 +120,28 @@ impl Workload {
         }
     }
 
+    /// Round trips at `size`.
+    pub fn reps_at(&self, size: usize) -> u32 {
+        if size <= SMALL_RR {
+            self.small_reps
+        } else {
+            self.reps
+        }
+    }
+
     fn cmdline(&self, path: &Path) -> String {
-        let sizes: Vec<String> = self.sizes.iter().map(|s| s.to_string()).collect();
+        let list = |v: Vec<String>| v.join(",");
         format!(
-            "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={},{} \
+            "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={} \
              vmlink.bench_bulk={} vmlink.bench_bulk_reps={} {} {}",
             path.id,
-            sizes.join(","),
-            self.reps,
-            self.small_reps,
+            list(self.sizes.iter().map(|s| s.to_string()).collect()),
+            list(
+                self.sizes
+                    .iter()
+                    .map(|&s| self.reps_at(s).to_string())
+                    .collect()
+            ),
             self.bulk_bytes,
             self.bulk_reps,
             path.params,
@@ -966,6 +979,13 @@ mod tests {
         assert!(t.contains("vmlink_net.rx_mode=copy"), "{t}");
         assert!(t.contains("vmlink.bench_sizes=4096 "), "{t}");
         assert_eq!(t.matches("[[vm]]").count(), 2);
+        let t = config_text(&PATHS[3], &Workload::full());
+        assert!(
+            t.contains(
+                "vmlink.bench_sizes=64,1024,4096,16384,65536 vmlink.bench_reps=50,50,50,10,10 "
+            ),
+            "{t}"
+        );
     }
 
     #[test]

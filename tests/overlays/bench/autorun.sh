@@ -3,8 +3,8 @@
 # the path through the partition configuration (region size, buffers) and
 # the driver's parameters (vmlink_net.* on the kernel command line), and the
 # workload through vmlink.bench_* words:
-#   sizes (comma-separated payload bytes), reps (round trips per size, then
-#   per size up to 4096 bytes, xtask's SMALL_RR: "10,50"),
+#   sizes (comma-separated payload bytes), reps (round trips for each of
+#   those sizes, in the same order),
 #   bulk (bytes per bulk TCP transfer), bulk_reps.
 # vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
 # No sleeps: guest time is slow under Bochs.
@@ -20,11 +20,12 @@ fi
 until vmlink-guest bench-rr tcp $peer 64 1 >/dev/null 2>&1; do :; done
 echo "bench: start path=$(arg path) mtu=$(cat /sys/class/net/vml0/mtu)"
 vmlink-guest bench-copy 1500 200
+set -- $(arg reps | tr , ' ')
 for size in $(arg sizes | tr , ' '); do
     u=$size
     [ "$u" -gt 65507 ] && u=65507 # the largest UDP payload
-    r=$(arg reps | cut -d, -f1)
-    [ "$size" -le 4096 ] && r=$(arg reps | cut -d, -f2)
+    r=$1
+    shift
     vmlink-guest bench-rr udp $peer $u "$r"
     vmlink-guest bench-rr tcp $peer $size "$r"
 done
