@@ -44,7 +44,18 @@
 #define VMLINK_STAT_DOORBELLS 3u
 #define VMLINK_STAT_MEDIATED_SENDS 4u
 #define VMLINK_STAT_HALTED_CYCLES 5u
-#define VMLINK_STAT_COUNT 6u
+#define VMLINK_STAT_EXITS_HLT 6u
+#define VMLINK_STAT_EXITS_HOST_INTERRUPT 7u
+#define VMLINK_STAT_EXITS_TIMER 8u
+#define VMLINK_STAT_EXITS_TSC_DEADLINE 9u
+#define VMLINK_STAT_EXITS_MSR 10u
+#define VMLINK_STAT_EXITS_APIC 11u
+#define VMLINK_STAT_EXITS_MEMORY 12u
+#define VMLINK_STAT_EXITS_HYPERCALL 13u
+#define VMLINK_STAT_EXITS_IO 14u
+#define VMLINK_STAT_EXITS_OTHER 15u
+#define VMLINK_STAT_COUNT 16u
+#define VMLINK_STAT_NAMES "hv_exits", "hv_interrupts", "hv_channel_interrupts", "hv_doorbells", "hv_mediated_sends", "hv_halted_cycles", "hv_exits_hlt", "hv_exits_host_interrupt", "hv_exits_timer", "hv_exits_tsc_deadline", "hv_exits_msr", "hv_exits_apic", "hv_exits_memory", "hv_exits_hypercall", "hv_exits_io", "hv_exits_other"
 #define VMLINK_HC_ERR_PEER_DOWN (-3)
 #define VMLINK_HC_ERR_NO_CHANNEL (-4)
 #define VMLINK_HC_ERR_PRIVILEGE (-5)

@@ -87,10 +87,8 @@ static const char vml_stat_names[][ETH_GSTRING_LEN] = {
 
 static_assert(ARRAY_SIZE(vml_stat_names) == ST_COUNT);
 
-static const char vml_hv_names[][ETH_GSTRING_LEN] = {
-	"hv_exits", "hv_interrupts", "hv_channel_interrupts", "hv_doorbells",
-	"hv_mediated_sends", "hv_halted_cycles",
-};
+/* The hypervisor's counters (STATS hypercall), named in shared-abi/. */
+static const char vml_hv_names[][ETH_GSTRING_LEN] = { VMLINK_STAT_NAMES };
 static_assert(ARRAY_SIZE(vml_hv_names) == VMLINK_STAT_COUNT);
 
 /*

@@ -63,7 +63,9 @@ pub mod hypercall {
     /// `HC_ERR_PEER_DOWN`.
     pub const MEDIATED_SEND: u64 = 4;
     /// Reads one of the calling VM's counters (RDI = a `stat::*` number);
-    /// returns it (saturated to i64::MAX), or `HC_ERR_INVALID`.
+    /// returns it (saturated to i64::MAX), or `HC_ERR_INVALID`. The exit
+    /// of a STATS call is not in the counters it reads: a measurement that
+    /// reads them before and after would otherwise count its own reads.
     pub const STATS: u64 = 5;
     /// Highest number in use.
     pub const MAX: u64 = STATS;
@@ -85,7 +87,53 @@ pub mod hypercall {
         /// interrupt): what it did not spend is its busy time, exactly,
         /// where the guest's own accounting samples at its timer tick.
         pub const HALTED_CYCLES: u64 = 5;
-        pub const COUNT: u64 = 6;
+        /// This VM's exits by cause (they add up to [`EXITS`]), so that a
+        /// benchmark can say which mechanism its exits come from. HLT: the
+        /// guest idled.
+        pub const EXITS_HLT: u64 = 6;
+        /// A physical interrupt arrived while the guest ran (a doorbell
+        /// from the peer, or the hypervisor's own timer).
+        pub const EXITS_HOST_INTERRUPT: u64 = 7;
+        /// The guest's local APIC timer expired.
+        pub const EXITS_TIMER: u64 = 8;
+        /// Writes to IA32_TSC_DEADLINE: the guest arming its timer.
+        pub const EXITS_TSC_DEADLINE: u64 = 9;
+        /// Other MSR reads and writes.
+        pub const EXITS_MSR: u64 = 10;
+        /// Local APIC emulation: register writes, EOIs the CPU could not
+        /// complete alone, interrupt windows.
+        pub const EXITS_APIC: u64 = 11;
+        /// Accesses to unmapped guest-physical memory (emulated MMIO).
+        pub const EXITS_MEMORY: u64 = 12;
+        /// Hypercalls other than STATS (doorbells, mediated sends, ...).
+        pub const EXITS_HYPERCALL: u64 = 13;
+        /// Port I/O (serial console, PCI configuration, ...).
+        pub const EXITS_IO: u64 = 14;
+        /// Everything else (CPUID, XSETBV, control registers, ...).
+        pub const EXITS_OTHER: u64 = 15;
+        pub const COUNT: u64 = 16;
+        /// The counters' names, in number order, as the driver shows them
+        /// (with an `hv_` prefix) in `ethtool -S`.
+        pub const NAMES: [&str; COUNT as usize] = [
+            "exits",
+            "interrupts",
+            "channel_interrupts",
+            "doorbells",
+            "mediated_sends",
+            "halted_cycles",
+            "exits_hlt",
+            "exits_host_interrupt",
+            "exits_timer",
+            "exits_tsc_deadline",
+            "exits_msr",
+            "exits_apic",
+            "exits_memory",
+            "exits_hypercall",
+            "exits_io",
+            "exits_other",
+        ];
+        /// The numbers of the by-cause exit counters.
+        pub const EXIT_CAUSES: core::ops::Range<u64> = EXITS_HLT..COUNT;
     }
 }
 
@@ -102,3 +150,35 @@ pub const HC_ERR_UNKNOWN: i64 = -1;
 pub const HC_ERR_INVALID: i64 = -2;
 
 pub mod config;
+
+#[cfg(test)]
+mod tests {
+    use super::hypercall::stat::*;
+
+    #[test]
+    fn stat_names_follow_the_numbers() {
+        let named = [
+            (EXITS, "exits"),
+            (INTERRUPTS, "interrupts"),
+            (CHANNEL_INTERRUPTS, "channel_interrupts"),
+            (DOORBELLS, "doorbells"),
+            (MEDIATED_SENDS, "mediated_sends"),
+            (HALTED_CYCLES, "halted_cycles"),
+            (EXITS_HLT, "exits_hlt"),
+            (EXITS_HOST_INTERRUPT, "exits_host_interrupt"),
+            (EXITS_TIMER, "exits_timer"),
+            (EXITS_TSC_DEADLINE, "exits_tsc_deadline"),
+            (EXITS_MSR, "exits_msr"),
+            (EXITS_APIC, "exits_apic"),
+            (EXITS_MEMORY, "exits_memory"),
+            (EXITS_HYPERCALL, "exits_hypercall"),
+            (EXITS_IO, "exits_io"),
+            (EXITS_OTHER, "exits_other"),
+        ];
+        assert_eq!(named.len() as u64, COUNT);
+        for (n, name) in named {
+            assert_eq!(NAMES[n as usize], name);
+        }
+        assert_eq!(EXIT_CAUSES.end, COUNT);
+    }
+}

@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
+use vmlink_abi::hypercall::stat;
 
 /// One way of moving frames between the guests.
 pub struct Path {
@@ -252,13 +253,13 @@ pub fn parse_run(lines: &[String]) -> PathRun {
             }
         } else if rest.starts_with("bulk ")
             || rest.starts_with("bulk-rx ")
+            || rest.starts_with("bulk-exits ")
             || rest.starts_with("bulk-zc ")
         {
             // A transfer prints its figures on several lines (sender's,
-            // receiver's, zero-copy completions) with the same seed.
-            let numbers = f
-                .iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v.parse().ok()?)));
+            // receiver's, exit causes, zero-copy completions) with the
+            // same seed.
+            let numbers = f.iter().flat_map(|(k, v)| bulk_numbers(k, v));
             let seed = f.get("seed").and_then(|s| s.parse::<f64>().ok());
             match r.bulk.last_mut() {
                 Some(last) if !rest.starts_with("bulk ") && last.get("seed") == seed.as_ref() => {
@@ -279,6 +280,35 @@ pub fn parse_run(lines: &[String]) -> PathRun {
     r
 }
 
+/// One `key=value` of a bulk line as numbers: `tx_exit_causes=a/b/..`
+/// becomes `tx_exits_hlt=a`, ... (the causes in the STATS order).
+fn bulk_numbers(key: &str, value: &str) -> Vec<(String, f64)> {
+    match key.strip_suffix("exit_causes") {
+        Some(side) => CAUSES
+            .iter()
+            .zip(value.split('/'))
+            .filter_map(|(c, v)| Some((format!("{side}{c}"), v.parse().ok()?)))
+            .collect(),
+        None => value
+            .parse()
+            .ok()
+            .map(|v| vec![(key.to_string(), v)])
+            .unwrap_or_default(),
+    }
+}
+
+/// The hypervisor's exit causes as the guests report them (`exits_hlt`,
+/// ...), from `shared-abi`.
+const CAUSES: [&str; (stat::COUNT - stat::EXITS_HLT) as usize] = {
+    let mut c = [""; (stat::COUNT - stat::EXITS_HLT) as usize];
+    let mut i = 0;
+    while i < c.len() {
+        c[i] = stat::NAMES[stat::EXITS_HLT as usize + i];
+        i += 1;
+    }
+    c
+};
+
 /// Figures of the bulk transfers, each over the repetitions.
 #[derive(Clone, Debug, Default)]
 pub struct BulkFigures {
@@ -292,6 +322,9 @@ pub struct BulkFigures {
     pub rx_cycles_per_mtu: Option<Spread>,
     /// VM exits of both guests per data packet.
     pub exits_per_packet: Option<Spread>,
+    /// The same by cause, in [`CAUSES`] order (absent where the guests did
+    /// not report causes).
+    pub exit_causes_per_packet: Vec<Option<Spread>>,
     pub interrupts_per_packet: Option<Spread>,
     /// MSG_ZEROCOPY sends, and those the kernel copied anyway, over all
     /// repetitions.
@@ -365,6 +398,17 @@ pub fn bulk_figures(reps: &[BTreeMap<String, f64>]) -> BulkFigures {
                 *m.get("tx_tx_packets")?,
             )
         }),
+        exit_causes_per_packet: CAUSES
+            .iter()
+            .map(|c| {
+                fig(&|m| {
+                    div(
+                        m.get(&format!("tx_{c}"))? + m.get(&format!("rx_{c}"))?,
+                        *m.get("tx_tx_packets")?,
+                    )
+                })
+            })
+            .collect(),
         interrupts_per_packet: fig(&|m| {
             div(
                 m.get("tx_interrupts")? + m.get("rx_interrupts")?,
@@ -401,6 +445,53 @@ impl Report<'_> {
             .rr
             .get(&(proto.to_string(), size))
             .map(|(c, _)| c.median)
+    }
+
+    /// Bulk exits per packet by cause (medians), for the paths whose
+    /// guests reported them.
+    fn exit_cause_table(&self, s: &mut String) {
+        let mut rows = Vec::new();
+        for send in SENDS {
+            for (p, _) in &self.runs {
+                let Some(b) = self.bulk(p.id, send) else {
+                    continue;
+                };
+                if b.exit_causes_per_packet.iter().any(Option::is_none) {
+                    continue;
+                }
+                let cells: Vec<String> = b
+                    .exit_causes_per_packet
+                    .iter()
+                    .chain([&b.exits_per_packet])
+                    .map(|c| c.map_or("–".into(), |c| format!("{:.3}", c.median)))
+                    .collect();
+                rows.push(format!(
+                    "| {} {} | {} | {} |",
+                    p.id,
+                    p.name,
+                    send.label(),
+                    cells.join(" | ")
+                ));
+            }
+        }
+        if rows.is_empty() {
+            return;
+        }
+        let names: Vec<&str> = CAUSES
+            .iter()
+            .map(|c| c.trim_start_matches("exits_"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "\nWhere the bulk exits come from: both guests' VM exits per packet, by cause \
+             (medians; the counter reads that bracket a transfer are not counted).\n\n\
+             | path | send | {} | all |\n|---|---|{}---|",
+            names.join(" | "),
+            "---|".repeat(names.len())
+        );
+        for r in rows {
+            let _ = writeln!(s, "{r}");
+        }
     }
 
     fn bulk(&self, id: u8, send: Send) -> Option<BulkFigures> {
@@ -553,6 +644,7 @@ impl Report<'_> {
                 copied.join("; ")
             );
         }
+        self.exit_cause_table(&mut s);
         let _ = writeln!(s, "\n### The issue's bars (path 4 against path 2 and 3)\n");
         for (bar, verdict) in self.bars() {
             let _ = writeln!(s, "- {verdict}: {bar}");
@@ -698,7 +790,15 @@ impl Report<'_> {
                     ("rx_cycles_per_1500b", b.rx_cycles_per_mtu),
                     ("exits_per_packet", b.exits_per_packet),
                     ("interrupts_per_packet", b.interrupts_per_packet),
-                ] {
+                ]
+                .into_iter()
+                .map(|(m, v)| (m.to_string(), v))
+                .chain(
+                    CAUSES
+                        .iter()
+                        .zip(&b.exit_causes_per_packet)
+                        .map(|(c, v)| (format!("{c}_per_packet"), *v)),
+                ) {
                     if let Some(v) = v {
                         let _ = writeln!(
                             s,
@@ -971,6 +1071,7 @@ mod tests {
 
     const BULK: &str = "[vm0] bench: bulk seed=1 bytes=3000000 ns=2000000 tx_busy=1000000 tx_cycles=2000000 tx_tx_packets=100 tx_rx_packets=50 tx_exits=20 tx_interrupts=5";
     const BULK_RX: &str = "[vm0] bench: bulk-rx seed=1 rx_busy=600000 rx_cycles=2000000 rx_tx_packets=50 rx_rx_packets=100 rx_exits=10 rx_interrupts=5";
+    const BULK_EXITS: &str = "[vm0] bench: bulk-exits seed=1 tx_exit_causes=1/2/3/4/5/0/0/0/0/5 rx_exit_causes=10/0/0/0/0/0/0/0/0/0";
 
     #[test]
     fn config_has_the_path_and_workload() {
@@ -1046,6 +1147,7 @@ mod tests {
             "[vm1] bench: sink ok rx_busy=1",
             BULK,
             BULK_RX,
+            BULK_EXITS,
             &BULK
                 .replace("seed=1", "seed=1 zc=1")
                 .replace("tx_cycles=2000000", "tx_cycles=1000000"),
@@ -1071,6 +1173,18 @@ mod tests {
         assert_eq!(b.rx_cycles_per_packet.unwrap().median, 6000.0);
         assert_eq!(b.rx_cycles_per_mtu.unwrap().median, 300.0);
         assert_eq!(b.exits_per_packet.unwrap().median, 0.3);
+        let causes: Vec<f64> = b
+            .exit_causes_per_packet
+            .iter()
+            .map(|c| c.unwrap().median)
+            .collect();
+        assert_eq!(
+            causes,
+            [0.11, 0.02, 0.03, 0.04, 0.05, 0.0, 0.0, 0.0, 0.0, 0.05]
+        );
+        // The zero-copy transfer had no exits line: no causes.
+        assert!(zc.exit_causes_per_packet.iter().all(Option::is_none));
+        assert_eq!(CAUSES[0], "exits_hlt");
     }
 
     #[test]
@@ -1093,6 +1207,7 @@ mod tests {
                 &format!("[vm0] bench: rr proto=tcp size=16384 reps=1 cycles={rr16}/{rr16}/{rr16} ns=1/1/1"),
                 &BULK.replace("tx_cycles=2000000", &format!("tx_cycles={tput_cycles}")),
                 BULK_RX,
+                BULK_EXITS,
                 "[vm0] bench: copy size=1500 reps=1 cycles=100/100/100",
                 "[vm0] bench: end",
             ]));
@@ -1127,6 +1242,19 @@ mod tests {
         assert!(report
             .csv()
             .contains("4,large-zerocopy,rr,tcp,16384,cycles,500,500,500"));
+        assert!(
+            md.contains("| path | send | hlt | host_interrupt | timer | tsc_deadline |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 4 large-zerocopy | write | 0.110 | 0.020 | 0.030 | 0.040 | 0.050 | 0.000 | 0.000 | 0.000 | 0.000 | 0.050 | 0.300 |"),
+            "{md}"
+        );
+        let csv = report.csv();
+        assert!(
+            csv.contains("4,large-zerocopy,bulk,tcp,1048576,exits_hlt_per_packet,0.11,0.11,0.11"),
+            "{csv}"
+        );
     }
 
     #[test]

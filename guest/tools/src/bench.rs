@@ -16,6 +16,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+use vmlink_abi::hypercall::stat;
 
 pub const UDP_ECHO: u16 = 7000;
 pub const TCP_ECHO: u16 = 7001;
@@ -26,6 +27,14 @@ pub const MAX_UDP: usize = 65507;
 /// so checking costs a compare, not a generator run per byte.
 const BLOCK: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
+/// The hypervisor's exit causes (`hypercall::stat::EXIT_CAUSES`).
+pub const CAUSES: usize = (stat::COUNT - stat::EXITS_HLT) as usize;
+
+/// The names of the exit causes (`exits_hlt`, ...), as ethtool shows them
+/// without their `hv_` prefix and as the `bench:` lines carry them.
+pub fn cause_names() -> impl Iterator<Item = &'static str> {
+    stat::EXIT_CAUSES.map(|n| stat::NAMES[n as usize])
+}
 
 fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no memory effects; the guest kernel leaves CR4.TSD
@@ -80,11 +89,19 @@ pub struct Snapshot {
     pub all_ticks: u64,
     pub tx_packets: u64,
     pub rx_packets: u64,
+    pub hv: HvCounters,
+}
+
+/// What the hypervisor counted for this VM (`ethtool -S`'s `hv_*`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HvCounters {
     pub exits: u64,
     pub interrupts: u64,
-    /// TSC cycles this VM's CPU spent halted, from the hypervisor (absent
-    /// when the driver does not report it).
+    /// TSC cycles this VM's CPU spent halted (absent when the driver does
+    /// not report it).
     pub halted: Option<u64>,
+    /// Exits by cause, in [`cause_names`] order.
+    pub causes: [u64; CAUSES],
 }
 
 /// `(busy, all)` CPU ticks from /proc/stat's first line.
@@ -105,14 +122,6 @@ pub fn parse_proc_stat(text: &str) -> Option<(u64, u64)> {
     Some((all - idle, all))
 }
 
-/// A counter from `ethtool -S` output (`     name: value`).
-pub fn ethtool_value(text: &str, name: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        let (k, v) = l.trim().split_once(':')?;
-        (k.trim() == name).then(|| v.trim().parse().ok())?
-    })
-}
-
 fn read_u64(path: &str) -> u64 {
     std::fs::read_to_string(path)
         .ok()
@@ -121,20 +130,33 @@ fn read_u64(path: &str) -> u64 {
 }
 
 /// This VM's exits, injected interrupts and halted cycles, from the
-/// driver's `ethtool -S` (which asks the hypervisor with the STATS
-/// hypercall). Running ethtool costs a process: callers take it outside the
-/// timed interval.
-fn hv_counters() -> (u64, u64, Option<u64>) {
-    let eth = std::process::Command::new("ethtool")
-        .args(["-S", "vml0"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_default();
-    (
-        ethtool_value(&eth, "hv_exits").unwrap_or(0),
-        ethtool_value(&eth, "hv_interrupts").unwrap_or(0),
-        ethtool_value(&eth, "hv_halted_cycles"),
-    )
+/// driver's ethtool statistics (which ask the hypervisor with the STATS
+/// hypercall, whose own exits are not counted). Read in this process: a
+/// process started for it would exit to the hypervisor inside the interval.
+fn hv_counters() -> HvCounters {
+    let stats = crate::ethtool::stats("vml0").unwrap_or_default();
+    HvCounters::from_stats(&stats)
+}
+
+impl HvCounters {
+    /// From the device's ethtool statistics (the hypervisor's carry an
+    /// `hv_` prefix).
+    pub fn from_stats(stats: &[(String, u64)]) -> HvCounters {
+        let get = |name: &str| {
+            let name = format!("hv_{name}");
+            stats.iter().find(|(k, _)| *k == name).map(|(_, v)| *v)
+        };
+        let mut causes = [0; CAUSES];
+        for (c, name) in causes.iter_mut().zip(cause_names()) {
+            *c = get(name).unwrap_or(0);
+        }
+        HvCounters {
+            exits: get("exits").unwrap_or(0),
+            interrupts: get("interrupts").unwrap_or(0),
+            halted: get("halted_cycles"),
+            causes,
+        }
+    }
 }
 
 /// TSC, CPU ticks and packet counters: cheap (a few file reads).
@@ -147,20 +169,16 @@ fn quick_snapshot() -> Snapshot {
         all_ticks,
         tx_packets: read_u64("/sys/class/net/vml0/statistics/tx_packets"),
         rx_packets: read_u64("/sys/class/net/vml0/statistics/rx_packets"),
-        exits: 0,
-        interrupts: 0,
-        halted: None,
+        hv: HvCounters::default(),
     }
 }
 
 /// The snapshot that opens an interval: the hypervisor's counters first,
 /// so that the ethtool run is not inside the interval.
 pub fn snapshot_before() -> Snapshot {
-    let (exits, interrupts, halted) = hv_counters();
+    let hv = hv_counters();
     Snapshot {
-        exits,
-        interrupts,
-        halted,
+        hv,
         ..quick_snapshot()
     }
 }
@@ -171,11 +189,8 @@ pub fn snapshot_before() -> Snapshot {
 pub fn snapshot_after(then: impl FnOnce()) -> Snapshot {
     let s = quick_snapshot();
     then();
-    let (exits, interrupts, halted) = hv_counters();
     Snapshot {
-        exits,
-        interrupts,
-        halted,
+        hv: hv_counters(),
         ..s
     }
 }
@@ -193,6 +208,8 @@ pub struct Usage {
     pub rx_packets: u64,
     pub exits: u64,
     pub interrupts: u64,
+    /// Exits by cause, in [`cause_names`] order.
+    pub causes: [u64; CAUSES],
 }
 
 impl Usage {
@@ -203,7 +220,7 @@ impl Usage {
         // The halted count is read just outside the TSC interval (before
         // its start, after its end), where the guest runs ethtool and does
         // not halt.
-        let busy = match (a.halted, b.halted) {
+        let busy = match (a.hv.halted, b.hv.halted) {
             (Some(ha), Some(hb)) => cycles.saturating_sub(hb.saturating_sub(ha)),
             _ if all == 0 => cycles,
             _ => (u128::from(cycles) * u128::from(busy_ticks) / u128::from(all)) as u64,
@@ -213,19 +230,33 @@ impl Usage {
             busy,
             tx_packets: b.tx_packets.saturating_sub(a.tx_packets),
             rx_packets: b.rx_packets.saturating_sub(a.rx_packets),
-            // The snapshot's own ethtool call exits a few times: noise of
-            // a handful against thousands of packets.
-            exits: b.exits.saturating_sub(a.exits),
-            interrupts: b.interrupts.saturating_sub(a.interrupts),
+            // The snapshot's own ethtool process exits a few times (its
+            // STATS hypercalls do not count): noise of a handful against
+            // hundreds of packets.
+            exits: b.hv.exits.saturating_sub(a.hv.exits),
+            interrupts: b.hv.interrupts.saturating_sub(a.hv.interrupts),
+            causes: core::array::from_fn(|i| b.hv.causes[i].saturating_sub(a.hv.causes[i])),
         }
     }
 
-    /// `busy=.. cycles=.. tx_packets=.. ...`, the wire and print format.
+    /// `busy=.. cycles=.. tx_packets=.. ...`: the print format, without
+    /// the exit causes (the console breaks lines at 200 bytes).
     pub fn fields(&self, prefix: &str) -> String {
         format!(
             "{prefix}busy={} {prefix}cycles={} {prefix}tx_packets={} {prefix}rx_packets={} {prefix}exits={} {prefix}interrupts={}",
             self.busy, self.cycles, self.tx_packets, self.rx_packets, self.exits, self.interrupts
         )
+    }
+
+    /// `exit_causes=a/b/...`: the exit counts in [`cause_names`] order.
+    pub fn cause_field(&self, prefix: &str) -> String {
+        let n: Vec<String> = self.causes.iter().map(u64::to_string).collect();
+        format!("{prefix}exit_causes={}", n.join("/"))
+    }
+
+    /// Everything, as the bulk sink answers the sender.
+    pub fn wire(&self, prefix: &str) -> String {
+        format!("{} {}", self.fields(prefix), self.cause_field(prefix))
     }
 
     pub fn parse(text: &str, prefix: &str) -> Option<Usage> {
@@ -242,6 +273,17 @@ impl Usage {
             rx_packets: get("rx_packets")?,
             exits: get("exits")?,
             interrupts: get("interrupts")?,
+            causes: {
+                let key = format!("{prefix}exit_causes=");
+                let list = text
+                    .split_whitespace()
+                    .find_map(|w| w.strip_prefix(key.as_str()))?;
+                let v: Vec<u64> = list
+                    .split('/')
+                    .map(|n| n.parse().ok())
+                    .collect::<Option<_>>()?;
+                v.try_into().ok()?
+            },
         })
     }
 }
@@ -357,7 +399,7 @@ fn bulk_sink(mut c: TcpStream) -> Sink {
     let reply = match bad_at {
         _ if total != bytes => format!("err received {total} of {bytes} bytes\n"),
         Some(at) => format!("err data differs in the chunk at offset {at}\n"),
-        None => format!("ok {}\n", Usage::between(&before, &after).fields("rx_")),
+        None => format!("ok {}\n", Usage::between(&before, &after).wire("rx_")),
     };
     println!("bench: sink {}", reply.trim_end());
     let _ = c.write_all(reply.as_bytes());
@@ -521,11 +563,17 @@ pub fn bulk(peer: &str, bytes: u64, seed: u64, mode: SendMode) -> Result<String,
     let tx = Usage::between(&before, &after);
     match reply.trim_end().strip_prefix("ok ") {
         // Several lines: the hypervisor's console breaks lines at 200 bytes.
-        Some(rx) if Usage::parse(rx, "rx_").is_some() => Ok(format!(
-            "bulk seed={seed} zc={} bytes={bytes} ns={ns} {}\nbench: bulk-rx seed={seed} {rx}{zc_line}",
-            zc.is_some() as u8,
-            tx.fields("tx_")
-        )),
+        Some(rx) => match Usage::parse(rx, "rx_") {
+            Some(rx) => Ok(format!(
+                "bulk seed={seed} zc={} bytes={bytes} ns={ns} {}\nbench: bulk-rx seed={seed} {}\nbench: bulk-exits seed={seed} {} {}{zc_line}",
+                zc.is_some() as u8,
+                tx.fields("tx_"),
+                rx.fields("rx_"),
+                tx.cause_field("tx_"),
+                rx.cause_field("rx_"),
+            )),
+            None => Err(format!("the sink's answer makes no sense: {rx}")),
+        },
         _ => Err(format!("receiver: {}", reply.trim_end())),
     }
 }
@@ -607,12 +655,19 @@ mod tests {
     }
 
     #[test]
-    fn ethtool_counters() {
-        let t = "NIC statistics:\n     tx_packets: 12\n     hv_exits: 345\n";
-        assert_eq!(ethtool_value(t, "hv_exits"), Some(345));
-        assert_eq!(ethtool_value(t, "tx_packets"), Some(12));
-        assert_eq!(ethtool_value(t, "rx_packets"), None);
-        assert_eq!(ethtool_value(t, "hv_halted_cycles"), None);
+    fn hypervisor_counters_from_ethtool_statistics() {
+        let s = |k: &str, v| (k.to_string(), v);
+        let stats = [
+            s("tx_packets", 12),
+            s("hv_exits", 9),
+            s("hv_exits_hlt", 4),
+            s("hv_exits_other", 5),
+            s("hv_halted_cycles", 77),
+        ];
+        let hv = HvCounters::from_stats(&stats);
+        assert_eq!((hv.exits, hv.interrupts, hv.halted), (9, 0, Some(77)));
+        assert_eq!(hv.causes, [4, 0, 0, 0, 0, 0, 0, 0, 0, 5]);
+        assert_eq!(HvCounters::from_stats(&stats[..1]).halted, None);
     }
 
     #[test]
@@ -623,9 +678,12 @@ mod tests {
             all_ticks: 100,
             tx_packets: 5,
             rx_packets: 7,
-            exits: 100,
-            interrupts: 3,
-            halted: None,
+            hv: HvCounters {
+                exits: 100,
+                interrupts: 3,
+                halted: None,
+                causes: [60, 0, 0, 0, 0, 0, 0, 0, 0, 40],
+            },
         };
         let b = Snapshot {
             tsc: 11000,
@@ -633,25 +691,31 @@ mod tests {
             all_ticks: 200,
             tx_packets: 25,
             rx_packets: 8,
-            exits: 150,
-            interrupts: 13,
-            halted: None,
+            hv: HvCounters {
+                exits: 150,
+                interrupts: 13,
+                halted: None,
+                causes: [90, 0, 0, 0, 0, 0, 0, 0, 0, 60],
+            },
         };
         let u = Usage::between(&a, &b);
         assert_eq!((u.cycles, u.busy), (10000, 2500));
         // With the hypervisor's halted count, busy is what was not halted.
         let (mut ah, mut bh) = (a, b);
-        ah.halted = Some(40_000);
-        bh.halted = Some(46_500);
+        ah.hv.halted = Some(40_000);
+        bh.hv.halted = Some(46_500);
         assert_eq!(Usage::between(&ah, &bh).busy, 3500);
-        bh.halted = Some(90_000);
+        bh.hv.halted = Some(90_000);
         assert_eq!(Usage::between(&ah, &bh).busy, 0, "never below zero");
         assert_eq!(
             (u.tx_packets, u.rx_packets, u.exits, u.interrupts),
             (20, 1, 50, 10)
         );
-        assert_eq!(Usage::parse(&u.fields("rx_"), "rx_"), Some(u));
-        assert_eq!(Usage::parse(&u.fields("rx_"), "tx_"), None);
+        assert_eq!(u.causes, [30, 0, 0, 0, 0, 0, 0, 0, 0, 20]);
+        assert_eq!(u.cause_field("rx_"), "rx_exit_causes=30/0/0/0/0/0/0/0/0/20");
+        assert_eq!(Usage::parse(&u.wire("rx_"), "rx_"), Some(u));
+        assert_eq!(Usage::parse(&u.wire("rx_"), "tx_"), None);
+        assert_eq!(Usage::parse(&u.fields("rx_"), "rx_"), None, "no causes");
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! itself learned rather than on what the hypervisor logged.
 
 mod bench;
+mod ethtool;
 mod placement;
 mod stream;
 mod udp;

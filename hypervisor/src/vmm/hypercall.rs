@@ -128,7 +128,24 @@ mod tests {
     fn caller(r: &Recorder, side: usize) -> Caller<'_> {
         Caller {
             ram: &RAM,
-            counters: [100, 20, 3, 4, u64::MAX, 7_000_000],
+            counters: [
+                100,
+                20,
+                3,
+                4,
+                u64::MAX,
+                7_000_000,
+                60,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                0,
+                40,
+            ],
             channel: Some((r as &dyn ChannelOps, side)),
         }
     }
@@ -165,6 +182,7 @@ mod tests {
             dispatch(call(nr::STATS, [stat::HALTED_CYCLES, 0, 0]), &c),
             7_000_000
         );
+        assert_eq!(dispatch(call(nr::STATS, [stat::EXITS_OTHER, 0, 0]), &c), 40);
     }
 
     #[test]

@@ -242,6 +242,9 @@ impl<V: Vcpu> Vm<V> {
                     args: [self.vcpu.gpr(RDI), self.vcpu.gpr(RSI), self.vcpu.gpr(RDX)],
                     cpl: self.vcpu.cpl(),
                 };
+                if call.nr == vmlink_abi::hypercall::STATS {
+                    self.stats.stats_read();
+                }
                 let counters = self.platform.counters(&self.stats);
                 let caller = hypercall::Caller {
                     ram: self.platform.ram(),

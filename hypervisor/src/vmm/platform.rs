@@ -125,6 +125,9 @@ impl Platform {
         out[stat::DOORBELLS as usize] = ch.doorbells;
         out[stat::MEDIATED_SENDS as usize] = ch.mediated;
         out[stat::HALTED_CYCLES as usize] = stats.halted_cycles();
+        for (n, c) in stat::EXIT_CAUSES.zip(stats.causes()) {
+            out[n as usize] = c;
+        }
         out
     }
 

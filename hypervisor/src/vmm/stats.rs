@@ -2,8 +2,14 @@
 
 use crate::vcpu::VmExit;
 
+use vmlink_abi::hypercall::stat;
+
+/// How many exit causes [`ExitStats::causes`] tells apart: those the STATS
+/// hypercall reports.
+pub const CAUSES: usize = (stat::COUNT - stat::EXITS_HLT) as usize;
+
 /// Exit kinds as counted and printed.
-pub const KINDS: [&str; 19] = [
+pub const KINDS: [&str; 20] = [
     "cpuid",
     "rdmsr",
     "wrmsr",
@@ -23,9 +29,18 @@ pub const KINDS: [&str; 19] = [
     "apic-write",
     "apic-eoi",
     "injected-interrupts",
+    "stats-read",
 ];
 
 pub const INJECTED: usize = 18;
+/// STATS hypercalls: listed in the summary, but neither in the exit total
+/// nor in the counters the guest reads, which would otherwise count the
+/// reads that measure them.
+const STATS_READ: usize = 19;
+const HYPERCALL: usize = 9;
+/// IA32_TSC_DEADLINE: its writes are counted on their own, as the guest
+/// arming its timer.
+const MSR_TSC_DEADLINE: u32 = 0x6e0;
 
 #[derive(Clone, Default)]
 pub struct ExitStats {
@@ -36,6 +51,10 @@ pub struct ExitStats {
     cycles: [u64; KINDS.len()],
     /// TSC cycles the guest spent halted (waiting in HLT for an interrupt).
     halted: u64,
+    /// WRMSRs to IA32_TSC_DEADLINE (also counted under "wrmsr").
+    tsc_deadline: u64,
+    /// The exit being handled is a STATS read (its cycles go there too).
+    reading_stats: bool,
 }
 
 pub fn kind(e: &VmExit) -> usize {
@@ -64,11 +83,53 @@ pub fn kind(e: &VmExit) -> usize {
 impl ExitStats {
     pub fn count(&mut self, e: &VmExit) {
         self.counts[kind(e)] += 1;
+        self.reading_stats = false;
+        if matches!(e, VmExit::Wrmsr { msr, .. } if *msr == MSR_TSC_DEADLINE) {
+            self.tsc_deadline += 1;
+        }
+    }
+
+    /// The hypercall just counted was a STATS read: it moves out of the
+    /// exit counts (see [`STATS_READ`]).
+    pub fn stats_read(&mut self) {
+        if self.counts[HYPERCALL] > 0 && !self.reading_stats {
+            self.counts[HYPERCALL] -= 1;
+            self.counts[STATS_READ] += 1;
+            self.reading_stats = true;
+        }
+    }
+
+    /// Exits by cause, in `hypercall::stat::EXIT_CAUSES` order (HLT, host
+    /// interrupt, timer, TSC deadline, other MSRs, APIC, memory, hypercall,
+    /// I/O, other). They add up to [`Self::total_exits`].
+    pub fn causes(&self) -> [u64; CAUSES] {
+        let k = |name: &str| self.get(name);
+        let msr = k("rdmsr") + k("wrmsr") - self.tsc_deadline;
+        let apic = k("interrupt-window") + k("apic-write") + k("apic-eoi");
+        let mut c = [
+            k("hlt"),
+            k("host-interrupt"),
+            k("timer"),
+            self.tsc_deadline,
+            msr,
+            apic,
+            k("memory-fault"),
+            k("hypercall"),
+            k("io"),
+            0,
+        ];
+        c[CAUSES - 1] = self.total_exits() - c.iter().sum::<u64>();
+        c
     }
 
     /// Charges `cycles` of handling to the kind of exit `e`.
     pub fn charge(&mut self, e: &VmExit, cycles: u64) {
-        self.cycles[kind(e)] += cycles;
+        let k = if self.reading_stats {
+            STATS_READ
+        } else {
+            kind(e)
+        };
+        self.cycles[k] += cycles;
     }
 
     /// Mean handling cycles per exit of each kind that occurred.
@@ -150,5 +211,46 @@ mod tests {
         s.charge(&VmExit::Cpuid, 300);
         let m: Vec<_> = s.mean_cycles().collect();
         assert_eq!(m, [("cpuid", 200), ("io", 0)]);
+    }
+
+    #[test]
+    fn causes_add_up_and_stats_reads_are_not_exits() {
+        let mut s = ExitStats::default();
+        for e in [
+            VmExit::Hlt,
+            VmExit::Wrmsr {
+                msr: 0x6e0,
+                value: 1,
+            },
+            VmExit::Wrmsr {
+                msr: 0x6e0,
+                value: 2,
+            },
+            VmExit::Wrmsr {
+                msr: 0x10,
+                value: 0,
+            },
+            VmExit::Rdmsr { msr: 0x1b },
+            VmExit::ApicEoi { vector: 0x30 },
+            VmExit::InterruptWindow,
+            VmExit::Timer,
+            VmExit::Cpuid,
+            VmExit::Hypercall,
+            VmExit::Hypercall,
+        ] {
+            s.count(&e);
+        }
+        s.stats_read();
+        s.stats_read();
+        s.charge(&VmExit::Hypercall, 500);
+        s.count(&VmExit::Hypercall);
+        s.charge(&VmExit::Hypercall, 100);
+        assert_eq!(s.total_exits(), 11);
+        assert_eq!(s.causes(), [1, 0, 1, 2, 2, 2, 0, 2, 0, 1]);
+        assert_eq!(s.causes().iter().sum::<u64>(), s.total_exits());
+        assert_eq!(s.get("stats-read"), 1);
+        // The STATS read's cycles are not the other hypercalls' cost.
+        let m: Vec<_> = s.mean_cycles().collect();
+        assert!(m.contains(&("hypercall", 50)), "{m:?}");
     }
 }

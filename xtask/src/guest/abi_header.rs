@@ -143,17 +143,15 @@ fn channel(h: &mut String) {
     ] {
         def(&format!("HC_{n}"), format!("{v}u"));
     }
-    for (n, v) in [
-        ("EXITS", stat::EXITS),
-        ("INTERRUPTS", stat::INTERRUPTS),
-        ("CHANNEL_INTERRUPTS", stat::CHANNEL_INTERRUPTS),
-        ("DOORBELLS", stat::DOORBELLS),
-        ("MEDIATED_SENDS", stat::MEDIATED_SENDS),
-        ("HALTED_CYCLES", stat::HALTED_CYCLES),
-        ("COUNT", stat::COUNT),
-    ] {
-        def(&format!("STAT_{n}"), format!("{v}u"));
+    // The counters are numbered in NAMES order (a unit test checks the
+    // constants agree), so the names give the C constants and the driver's
+    // ethtool strings.
+    for (v, n) in stat::NAMES.iter().enumerate() {
+        def(&format!("STAT_{}", n.to_uppercase()), format!("{v}u"));
     }
+    def("STAT_COUNT", format!("{}u", stat::COUNT));
+    let names: Vec<String> = stat::NAMES.iter().map(|n| format!("\"hv_{n}\"")).collect();
+    def("STAT_NAMES", names.join(", "));
     for (n, v) in [
         ("PEER_DOWN", vmlink_abi::HC_ERR_PEER_DOWN),
         ("NO_CHANNEL", vmlink_abi::HC_ERR_NO_CHANNEL),
