@@ -101,8 +101,8 @@ impl Workload {
     pub fn full() -> Workload {
         Workload {
             sizes: vec![64, 1024, 4096, 16384, 65536],
-            reps: 10,
-            small_reps: 50,
+            reps: 20,
+            small_reps: 200,
             bulk_bytes: 16 << 20,
             bulk_reps: 3,
             guest_args: String::new(),
@@ -133,8 +133,8 @@ impl Workload {
     fn cmdline(&self, path: &Path) -> String {
         let list = |v: Vec<String>| v.join(",");
         format!(
-            "vmlink.bench_path={} vmlink.bench_sizes={} vmlink.bench_reps={} \
-             vmlink.bench_bulk={} vmlink.bench_bulk_reps={} {} {}",
+            "bench.path={} bench.sizes={} bench.reps={} \
+             bench.bulk={} bench.bulk_reps={} {} {}",
             path.id,
             list(self.sizes.iter().map(|s| s.to_string()).collect()),
             list(
@@ -447,6 +447,48 @@ impl Report<'_> {
             .map(|(c, _)| c.median)
     }
 
+    /// Round-trip medians per protocol and size (nothing when no path ran
+    /// round trips, as with --bulk-only).
+    fn rr_table(&self, s: &mut String) {
+        let keys = self.rr_keys();
+        if keys.is_empty() {
+            return;
+        }
+        let _ = writeln!(
+            s,
+            "\n### Round-trip latency (cycles; UDP at 65536 means 65507, the largest datagram)\n"
+        );
+        let _ = writeln!(
+            s,
+            "| proto | size | path | cycles | ns (emulated) | ÷ path 1 | ÷ path 2 |\n|---|---|---|---|---|---|---|"
+        );
+        for (proto, size) in keys {
+            for (p, r) in &self.runs {
+                let Some((c, n)) =
+                    r.rr.get(&(proto.clone(), size))
+                        .filter(|_| r.error.is_none())
+                else {
+                    continue;
+                };
+                let shown = if proto == "udp" {
+                    size.min(65536)
+                } else {
+                    size
+                };
+                let _ = writeln!(
+                    s,
+                    "| {proto} | {shown} | {} {} | {} | {} | {} | {} |",
+                    p.id,
+                    p.name,
+                    c.show(0),
+                    n.show(0),
+                    ratio(Some(c.median), self.rr_median(1, &proto, size)),
+                    ratio(Some(c.median), self.rr_median(2, &proto, size)),
+                );
+            }
+        }
+    }
+
     /// Bulk exits per packet by cause (medians), for the paths whose
     /// guests reported them.
     fn exit_cause_table(&self, s: &mut String) {
@@ -555,39 +597,7 @@ impl Report<'_> {
             };
             let _ = writeln!(s, "| {} {} | {} | {} |", p.id, p.name, p.what, status);
         }
-        let _ = writeln!(
-            s,
-            "\n### Round-trip latency (cycles; UDP at 65536 means 65507, the largest datagram)\n"
-        );
-        let _ = writeln!(
-            s,
-            "| proto | size | path | cycles | ns (emulated) | ÷ path 1 | ÷ path 2 |\n|---|---|---|---|---|---|---|"
-        );
-        for (proto, size) in self.rr_keys() {
-            for (p, r) in &self.runs {
-                let Some((c, n)) =
-                    r.rr.get(&(proto.clone(), size))
-                        .filter(|_| r.error.is_none())
-                else {
-                    continue;
-                };
-                let shown = if proto == "udp" {
-                    size.min(65536)
-                } else {
-                    size
-                };
-                let _ = writeln!(
-                    s,
-                    "| {proto} | {shown} | {} {} | {} | {} | {} | {} |",
-                    p.id,
-                    p.name,
-                    c.show(0),
-                    n.show(0),
-                    ratio(Some(c.median), self.rr_median(1, &proto, size)),
-                    ratio(Some(c.median), self.rr_median(2, &proto, size)),
-                );
-            }
-        }
+        self.rr_table(&mut s);
         let _ = writeln!(
             s,
             "\n### Bulk TCP ({} bytes × {})\n",
@@ -1078,13 +1088,11 @@ mod tests {
         let t = config_text(&PATHS[1], &Workload::smoke());
         assert!(t.contains("size_mib = 1\nmax_buffers = 64"), "{t}");
         assert!(t.contains("vmlink_net.rx_mode=copy"), "{t}");
-        assert!(t.contains("vmlink.bench_sizes=4096 "), "{t}");
+        assert!(t.contains("bench.sizes=4096 "), "{t}");
         assert_eq!(t.matches("[[vm]]").count(), 2);
         let t = config_text(&PATHS[3], &Workload::full());
         assert!(
-            t.contains(
-                "vmlink.bench_sizes=64,1024,4096,16384,65536 vmlink.bench_reps=50,50,50,10,10 "
-            ),
+            t.contains("bench.sizes=64,1024,4096,16384,65536 bench.reps=200,200,200,20,20 "),
             "{t}"
         );
     }
@@ -1106,7 +1114,7 @@ mod tests {
         let w = o.workload().unwrap();
         assert!(w.sizes.is_empty());
         let t = config_text(&PATHS[3], &w);
-        assert!(t.contains("vmlink.bench_sizes= "), "{t}");
+        assert!(t.contains("bench.sizes= "), "{t}");
         assert!(t.contains(" nohz=off\""), "{t}");
         let smoke = Options {
             smoke: true,
@@ -1280,6 +1288,8 @@ mod tests {
         let find = |t: &str| bars.iter().find(|(b, _)| b.contains(t)).unwrap().1;
         assert_eq!(find("never slower than path 3"), "not measured");
         assert_eq!(find("tcp round trip at 65536"), "not measured");
-        assert!(report.markdown().contains("booted with `idle=poll`"));
+        let md = report.markdown();
+        assert!(md.contains("booted with `idle=poll`"));
+        assert!(!md.contains("Round-trip latency"), "no empty table: {md}");
     }
 }

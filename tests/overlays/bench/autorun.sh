@@ -2,14 +2,14 @@
 # `cargo xtask bench`: one path of the comparison per boot. xtask chooses
 # the path through the partition configuration (region size, buffers) and
 # the driver's parameters (vmlink_net.* on the kernel command line), and the
-# workload through vmlink.bench_* words:
+# workload through bench.* words:
 #   sizes (comma-separated payload bytes), reps (round trips for each of
 #   those sizes, in the same order),
 #   bulk (bytes per bulk TCP transfer), bulk_reps.
 # vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
 # No sleeps: guest time is slow under Bochs.
 . /lib/vmlink/channel.sh
-arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^vmlink\.bench_$1=//p"; }
+arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^bench\.$1=//p"; }
 
 wait_carrier 1 || exit 1
 if [ $peer = 10.0.0.1 ]; then
