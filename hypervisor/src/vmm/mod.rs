@@ -242,10 +242,14 @@ impl<V: Vcpu> Vm<V> {
                     args: [self.vcpu.gpr(RDI), self.vcpu.gpr(RSI), self.vcpu.gpr(RDX)],
                     cpl: self.vcpu.cpl(),
                 };
-                if call.nr == vmlink_abi::hypercall::STATS {
+                // Only STATS reads the counters: other calls (doorbells,
+                // on the fast path) do not pay for gathering them.
+                let counters = if call.nr == vmlink_abi::hypercall::STATS {
                     self.stats.stats_read();
-                }
-                let counters = self.platform.counters(&self.stats);
+                    self.platform.counters(&self.stats)
+                } else {
+                    [0; vmlink_abi::hypercall::stat::COUNT as usize]
+                };
                 let caller = hypercall::Caller {
                     ram: self.platform.ram(),
                     counters,

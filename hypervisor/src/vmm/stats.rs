@@ -57,26 +57,38 @@ pub struct ExitStats {
     reading_stats: bool,
 }
 
+// Indices into KINDS of the exits that `causes` groups.
+const RDMSR: usize = 1;
+const WRMSR: usize = 2;
+const IO: usize = 3;
+const HLT: usize = 4;
+const HOST_INTERRUPT: usize = 5;
+const INTERRUPT_WINDOW: usize = 6;
+const TIMER: usize = 7;
+const MEMORY_FAULT: usize = 8;
+const APIC_WRITE: usize = 16;
+const APIC_EOI: usize = 17;
+
 pub fn kind(e: &VmExit) -> usize {
     match e {
         VmExit::Cpuid => 0,
-        VmExit::Rdmsr { .. } => 1,
-        VmExit::Wrmsr { .. } => 2,
-        VmExit::Io { .. } => 3,
-        VmExit::Hlt => 4,
-        VmExit::HostInterrupt => 5,
-        VmExit::InterruptWindow => 6,
-        VmExit::Timer => 7,
-        VmExit::MemoryFault { .. } => 8,
-        VmExit::Hypercall => 9,
+        VmExit::Rdmsr { .. } => RDMSR,
+        VmExit::Wrmsr { .. } => WRMSR,
+        VmExit::Io { .. } => IO,
+        VmExit::Hlt => HLT,
+        VmExit::HostInterrupt => HOST_INTERRUPT,
+        VmExit::InterruptWindow => INTERRUPT_WINDOW,
+        VmExit::Timer => TIMER,
+        VmExit::MemoryFault { .. } => MEMORY_FAULT,
+        VmExit::Hypercall => HYPERCALL,
         VmExit::Xsetbv => 10,
         VmExit::ControlRegister { .. } => 11,
         VmExit::VirtualizationInstruction => 12,
         VmExit::TripleFault => 13,
         VmExit::EntryFailed => 14,
         VmExit::Other { .. } => 15,
-        VmExit::ApicWrite { .. } => 16,
-        VmExit::ApicEoi { .. } => 17,
+        VmExit::ApicWrite { .. } => APIC_WRITE,
+        VmExit::ApicEoi { .. } => APIC_EOI,
     }
 }
 
@@ -103,19 +115,17 @@ impl ExitStats {
     /// interrupt, timer, TSC deadline, other MSRs, APIC, memory, hypercall,
     /// I/O, other). They add up to [`Self::total_exits`].
     pub fn causes(&self) -> [u64; CAUSES] {
-        let k = |name: &str| self.get(name);
-        let msr = k("rdmsr") + k("wrmsr") - self.tsc_deadline;
-        let apic = k("interrupt-window") + k("apic-write") + k("apic-eoi");
+        let k = |i: usize| self.counts[i];
         let mut c = [
-            k("hlt"),
-            k("host-interrupt"),
-            k("timer"),
+            k(HLT),
+            k(HOST_INTERRUPT),
+            k(TIMER),
             self.tsc_deadline,
-            msr,
-            apic,
-            k("memory-fault"),
-            k("hypercall"),
-            k("io"),
+            k(RDMSR) + k(WRMSR) - self.tsc_deadline,
+            k(INTERRUPT_WINDOW) + k(APIC_WRITE) + k(APIC_EOI),
+            k(MEMORY_FAULT),
+            k(HYPERCALL),
+            k(IO),
             0,
         ];
         c[CAUSES - 1] = self.total_exits() - c.iter().sum::<u64>();
@@ -249,6 +259,22 @@ mod tests {
         assert_eq!(s.causes(), [1, 0, 1, 2, 2, 2, 0, 2, 0, 1]);
         assert_eq!(s.causes().iter().sum::<u64>(), s.total_exits());
         assert_eq!(s.get("stats-read"), 1);
+        for (i, name) in [
+            (RDMSR, "rdmsr"),
+            (WRMSR, "wrmsr"),
+            (IO, "io"),
+            (HLT, "hlt"),
+            (HOST_INTERRUPT, "host-interrupt"),
+            (INTERRUPT_WINDOW, "interrupt-window"),
+            (TIMER, "timer"),
+            (MEMORY_FAULT, "memory-fault"),
+            (HYPERCALL, "hypercall"),
+            (APIC_WRITE, "apic-write"),
+            (APIC_EOI, "apic-eoi"),
+            (STATS_READ, "stats-read"),
+        ] {
+            assert_eq!(KINDS[i], name);
+        }
         // The STATS read's cycles are not the other hypercalls' cost.
         let m: Vec<_> = s.mean_cycles().collect();
         assert!(m.contains(&("hypercall", 50)), "{m:?}");
