@@ -134,6 +134,13 @@ pub mod hypercall {
         ];
         /// The numbers of the by-cause exit counters.
         pub const EXIT_CAUSES: core::ops::Range<u64> = EXITS_HLT..COUNT;
+        /// How many exit causes there are.
+        pub const CAUSES: usize = (COUNT - EXITS_HLT) as usize;
+
+        /// The exit causes' names (`exits_hlt`, ...), in number order.
+        pub fn cause_names() -> &'static [&'static str] {
+            &NAMES[EXITS_HLT as usize..]
+        }
     }
 }
 
@@ -180,5 +187,7 @@ mod tests {
             assert_eq!(NAMES[n as usize], name);
         }
         assert_eq!(EXIT_CAUSES.end, COUNT);
+        assert_eq!(cause_names().len(), CAUSES);
+        assert_eq!(cause_names()[0], "exits_hlt");
     }
 }

@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::path::PathBuf;
 use std::time::Duration;
-use vmlink_abi::hypercall::stat;
+use vmlink_abi::hypercall::stat::cause_names;
 
 /// One way of moving frames between the guests.
 pub struct Path {
@@ -284,7 +284,7 @@ pub fn parse_run(lines: &[String]) -> PathRun {
 /// becomes `tx_exits_hlt=a`, ... (the causes in the STATS order).
 fn bulk_numbers(key: &str, value: &str) -> Vec<(String, f64)> {
     match key.strip_suffix("exit_causes") {
-        Some(side) => CAUSES
+        Some(side) => cause_names()
             .iter()
             .zip(value.split('/'))
             .filter_map(|(c, v)| Some((format!("{side}{c}"), v.parse().ok()?)))
@@ -296,18 +296,6 @@ fn bulk_numbers(key: &str, value: &str) -> Vec<(String, f64)> {
             .unwrap_or_default(),
     }
 }
-
-/// The hypervisor's exit causes as the guests report them (`exits_hlt`,
-/// ...), from `shared-abi`.
-const CAUSES: [&str; (stat::COUNT - stat::EXITS_HLT) as usize] = {
-    let mut c = [""; (stat::COUNT - stat::EXITS_HLT) as usize];
-    let mut i = 0;
-    while i < c.len() {
-        c[i] = stat::NAMES[stat::EXITS_HLT as usize + i];
-        i += 1;
-    }
-    c
-};
 
 /// Figures of the bulk transfers, each over the repetitions.
 #[derive(Clone, Debug, Default)]
@@ -322,7 +310,7 @@ pub struct BulkFigures {
     pub rx_cycles_per_mtu: Option<Spread>,
     /// VM exits of both guests per data packet.
     pub exits_per_packet: Option<Spread>,
-    /// The same by cause, in [`CAUSES`] order (absent where the guests did
+    /// The same by cause, in `stat::cause_names` order (absent where the guests did
     /// not report causes).
     pub exit_causes_per_packet: Vec<Option<Spread>>,
     pub interrupts_per_packet: Option<Spread>,
@@ -398,7 +386,7 @@ pub fn bulk_figures(reps: &[BTreeMap<String, f64>]) -> BulkFigures {
                 *m.get("tx_tx_packets")?,
             )
         }),
-        exit_causes_per_packet: CAUSES
+        exit_causes_per_packet: cause_names()
             .iter()
             .map(|c| {
                 fig(&|m| {
@@ -519,7 +507,7 @@ impl Report<'_> {
         if rows.is_empty() {
             return;
         }
-        let names: Vec<&str> = CAUSES
+        let names: Vec<&str> = cause_names()
             .iter()
             .map(|c| c.trim_start_matches("exits_"))
             .collect();
@@ -804,7 +792,7 @@ impl Report<'_> {
                 .into_iter()
                 .map(|(m, v)| (m.to_string(), v))
                 .chain(
-                    CAUSES
+                    cause_names()
                         .iter()
                         .zip(&b.exit_causes_per_packet)
                         .map(|(c, v)| (format!("{c}_per_packet"), *v)),
@@ -1192,7 +1180,6 @@ mod tests {
         );
         // The zero-copy transfer had no exits line: no causes.
         assert!(zc.exit_causes_per_packet.iter().all(Option::is_none));
-        assert_eq!(CAUSES[0], "exits_hlt");
     }
 
     #[test]

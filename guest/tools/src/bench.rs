@@ -16,7 +16,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
-use vmlink_abi::hypercall::stat;
+use vmlink_abi::hypercall::stat::{cause_names, CAUSES};
 
 pub const UDP_ECHO: u16 = 7000;
 pub const TCP_ECHO: u16 = 7001;
@@ -27,14 +27,6 @@ pub const MAX_UDP: usize = 65507;
 /// so checking costs a compare, not a generator run per byte.
 const BLOCK: usize = 1 << 20;
 const CHUNK: usize = 64 * 1024;
-/// The hypervisor's exit causes (`hypercall::stat::EXIT_CAUSES`).
-pub const CAUSES: usize = (stat::COUNT - stat::EXITS_HLT) as usize;
-
-/// The names of the exit causes (`exits_hlt`, ...), as ethtool shows them
-/// without their `hv_` prefix and as the `bench:` lines carry them.
-pub fn cause_names() -> impl Iterator<Item = &'static str> {
-    stat::EXIT_CAUSES.map(|n| stat::NAMES[n as usize])
-}
 
 fn rdtsc() -> u64 {
     // SAFETY: RDTSC has no memory effects; the guest kernel leaves CR4.TSD
@@ -174,7 +166,7 @@ fn quick_snapshot() -> Snapshot {
 }
 
 /// The snapshot that opens an interval: the hypervisor's counters first,
-/// so that the ethtool run is not inside the interval.
+/// so that reading them is not inside the interval.
 pub fn snapshot_before() -> Snapshot {
     let hv = hv_counters();
     Snapshot {
@@ -184,8 +176,8 @@ pub fn snapshot_before() -> Snapshot {
 }
 
 /// The snapshot that closes an interval: `then` runs between the quick
-/// counters and the hypervisor's (to answer a peer without the ethtool
-/// delay).
+/// counters and the hypervisor's (to answer a peer without the delay of
+/// reading them).
 pub fn snapshot_after(then: impl FnOnce()) -> Snapshot {
     let s = quick_snapshot();
     then();
@@ -218,8 +210,8 @@ impl Usage {
         let all = b.all_ticks.saturating_sub(a.all_ticks);
         let busy_ticks = b.busy_ticks.saturating_sub(a.busy_ticks).min(all);
         // The halted count is read just outside the TSC interval (before
-        // its start, after its end), where the guest runs ethtool and does
-        // not halt.
+        // its start, after its end), where the guest is reading it and
+        // does not halt.
         let busy = match (a.hv.halted, b.hv.halted) {
             (Some(ha), Some(hb)) => cycles.saturating_sub(hb.saturating_sub(ha)),
             _ if all == 0 => cycles,
@@ -230,9 +222,8 @@ impl Usage {
             busy,
             tx_packets: b.tx_packets.saturating_sub(a.tx_packets),
             rx_packets: b.rx_packets.saturating_sub(a.rx_packets),
-            // The snapshot's own ethtool process exits a few times (its
-            // STATS hypercalls do not count): noise of a handful against
-            // hundreds of packets.
+            // The snapshot's own STATS hypercalls are not counted, and its
+            // ioctls do not exit.
             exits: b.hv.exits.saturating_sub(a.hv.exits),
             interrupts: b.hv.interrupts.saturating_sub(a.hv.interrupts),
             causes: core::array::from_fn(|i| b.hv.causes[i].saturating_sub(a.hv.causes[i])),

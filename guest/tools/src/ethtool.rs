@@ -26,78 +26,93 @@ struct IfReq {
     _pad: [u8; 16],
 }
 
-/// Runs one ethtool command; `cmd` is the command's buffer, starting with
-/// its `u32` command number as the kernel's structs do.
-fn ioctl(dev: &str, cmd: &mut [u64]) -> io::Result<()> {
-    let mut req = IfReq {
-        name: [0; libc::IFNAMSIZ],
-        data: cmd.as_mut_ptr().cast(),
-        _pad: [0; 16],
-    };
-    if dev.len() >= req.name.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "device name too long",
-        ));
-    }
-    req.name[..dev.len()].copy_from_slice(dev.as_bytes());
-    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
-    // SAFETY: `req` is a complete ifreq naming the device, and its data
-    // pointer is `cmd`, a live, writable, 8-byte-aligned buffer that the
-    // callers size for what the command returns (the counts come from the
-    // driver's own ETHTOOL_GSSET_INFO answer).
-    let r = unsafe { libc::ioctl(sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+/// A device and the socket its ethtool commands go through.
+struct Device<'a> {
+    name: &'a str,
+    sock: std::net::UdpSocket,
 }
 
-/// How many statistics the device has.
-fn stats_count(dev: &str) -> io::Result<usize> {
-    // struct ethtool_sset_info: cmd, reserved, sset_mask, data[1].
-    let mut b = [0u64; 3];
-    b[0] = u64::from(ETHTOOL_GSSET_INFO);
-    b[1] = 1 << ETH_SS_STATS;
-    ioctl(dev, &mut b)?;
-    if b[1] & (1 << ETH_SS_STATS) == 0 {
-        return Ok(0);
-    }
-    Ok((b[2] & 0xffff_ffff) as usize)
-}
-
-/// The statistics' names and values.
-pub fn stats(dev: &str) -> io::Result<Vec<(String, u64)>> {
-    Ok(names(dev)?.into_iter().zip(values(dev)?).collect())
-}
-
-/// The statistics' names.
-pub fn names(dev: &str) -> io::Result<Vec<String>> {
-    let n = stats_count(dev)?;
-    // struct ethtool_gstrings: cmd, string_set, len, then the strings.
-    let mut b = vec![0u64; 2 + n * ETH_GSTRING_LEN / 8];
-    b[0] = u64::from(ETHTOOL_GSTRINGS) | u64::from(ETH_SS_STATS) << 32;
-    b[1] = n as u64;
-    ioctl(dev, &mut b)?;
-    let bytes: Vec<u8> = b[1..].iter().flat_map(|w| w.to_ne_bytes()).collect();
-    // The strings start after the 4-byte `len`.
-    Ok(bytes[4..4 + n * ETH_GSTRING_LEN]
-        .chunks_exact(ETH_GSTRING_LEN)
-        .map(|s| {
-            let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
-            String::from_utf8_lossy(&s[..end]).into_owned()
+impl Device<'_> {
+    fn open(name: &str) -> io::Result<Device<'_>> {
+        if name.len() >= libc::IFNAMSIZ {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "device name too long",
+            ));
+        }
+        Ok(Device {
+            name,
+            sock: std::net::UdpSocket::bind("0.0.0.0:0")?,
         })
-        .collect())
+    }
+
+    /// Runs one ethtool command; `cmd` is the command's buffer, starting
+    /// with its `u32` command number as the kernel's structs do.
+    fn ioctl(&self, cmd: &mut [u64]) -> io::Result<()> {
+        let mut req = IfReq {
+            name: [0; libc::IFNAMSIZ],
+            data: cmd.as_mut_ptr().cast(),
+            _pad: [0; 16],
+        };
+        req.name[..self.name.len()].copy_from_slice(self.name.as_bytes());
+        // SAFETY: `req` is a complete ifreq naming the device (`open`
+        // checked the name fits with its NUL), and its data pointer is
+        // `cmd`, a live, writable, 8-byte-aligned buffer that the callers
+        // size for what the command returns (the counts come from the
+        // driver's own ETHTOOL_GSSET_INFO answer).
+        let r = unsafe { libc::ioctl(self.sock.as_raw_fd(), SIOCETHTOOL as _, &mut req) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
+    /// How many statistics the device has.
+    fn stats_count(&self) -> io::Result<usize> {
+        // struct ethtool_sset_info: cmd, reserved, sset_mask, data[1].
+        let mut b = [0u64; 3];
+        b[0] = u64::from(ETHTOOL_GSSET_INFO);
+        b[1] = 1 << ETH_SS_STATS;
+        self.ioctl(&mut b)?;
+        if b[1] & (1 << ETH_SS_STATS) == 0 {
+            return Ok(0);
+        }
+        Ok((b[2] & 0xffff_ffff) as usize)
+    }
+
+    /// The names of the device's `n` statistics.
+    fn names(&self, n: usize) -> io::Result<Vec<String>> {
+        // struct ethtool_gstrings: cmd, string_set, len, then the strings.
+        let mut b = vec![0u64; 2 + n * ETH_GSTRING_LEN / 8];
+        b[0] = u64::from(ETHTOOL_GSTRINGS) | u64::from(ETH_SS_STATS) << 32;
+        b[1] = n as u64;
+        self.ioctl(&mut b)?;
+        let bytes: Vec<u8> = b[1..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+        // The strings start after the 4-byte `len`.
+        Ok(bytes[4..4 + n * ETH_GSTRING_LEN]
+            .chunks_exact(ETH_GSTRING_LEN)
+            .map(|s| {
+                let end = s.iter().position(|&c| c == 0).unwrap_or(s.len());
+                String::from_utf8_lossy(&s[..end]).into_owned()
+            })
+            .collect())
+    }
+
+    /// The values of the device's `n` statistics, in [`Self::names`] order.
+    fn values(&self, n: usize) -> io::Result<Vec<u64>> {
+        // struct ethtool_stats: cmd, n_stats, then the u64 values.
+        let mut b = vec![0u64; 1 + n];
+        b[0] = u64::from(ETHTOOL_GSTATS) | (n as u64) << 32;
+        self.ioctl(&mut b)?;
+        Ok(b[1..].to_vec())
+    }
 }
 
-/// The statistics' values, in [`names`] order.
-pub fn values(dev: &str) -> io::Result<Vec<u64>> {
-    let n = stats_count(dev)?;
-    // struct ethtool_stats: cmd, n_stats, then the u64 values.
-    let mut b = vec![0u64; 1 + n];
-    b[0] = u64::from(ETHTOOL_GSTATS) | (n as u64) << 32;
-    ioctl(dev, &mut b)?;
-    Ok(b[1..].to_vec())
+/// The statistics' names and values: one socket and one count for both.
+pub fn stats(dev: &str) -> io::Result<Vec<(String, u64)>> {
+    let d = Device::open(dev)?;
+    let n = d.stats_count()?;
+    Ok(d.names(n)?.into_iter().zip(d.values(n)?).collect())
 }
 
 #[cfg(test)]

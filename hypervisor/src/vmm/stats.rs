@@ -2,11 +2,7 @@
 
 use crate::vcpu::VmExit;
 
-use vmlink_abi::hypercall::stat;
-
-/// How many exit causes [`ExitStats::causes`] tells apart: those the STATS
-/// hypercall reports.
-pub const CAUSES: usize = (stat::COUNT - stat::EXITS_HLT) as usize;
+use vmlink_abi::hypercall::stat::CAUSES;
 
 /// Exit kinds as counted and printed.
 pub const KINDS: [&str; 20] = [
