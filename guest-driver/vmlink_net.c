@@ -439,10 +439,27 @@ drop:
 	return NETDEV_TX_OK;
 }
 
+/*
+ * Bytes of the frame that go alone into its first buffer: the headers,
+ * when they are all the linear part holds and at least a page of payload
+ * follows in fragments (TCP and UDP over a scatter-gather device), so that
+ * payload starts on a page of its own. A zero-copy receiver then lends the
+ * stack whole pages at offset 0, which TCP_ZEROCOPY_RECEIVE can map into
+ * user space; a copying receiver does not care. Smaller frames gain
+ * nothing from it and would take a buffer more. 0: no split.
+ */
+static u32 vml_tx_head(const struct sk_buff *skb)
+{
+	u32 head = skb_headlen(skb);
+
+	return head <= VML_RX_COPYBREAK && skb->len - head >= VMLINK_BUFFER_SIZE ? head : 0;
+}
+
 static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 {
 	struct vml_priv *p = netdev_priv(ndev);
-	u32 need = DIV_ROUND_UP(skb->len, VMLINK_BUFFER_SIZE);
+	u32 head = vml_tx_head(skb);
+	u32 need = (head ? 1 : 0) + DIV_ROUND_UP(skb->len - head, VMLINK_BUFFER_SIZE);
 	u32 i, old, off = 0;
 	unsigned long flags;
 	u16 first_flags = 0;
@@ -479,7 +496,7 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 	old = p->tx_prod;
 	for (i = 0; i < need; i++) {
 		u32 buf = (u32)vml_pool_get(&p->pool);
-		u32 len = min_t(u32, skb->len - off, VMLINK_BUFFER_SIZE);
+		u32 len = i == 0 && head ? head : min_t(u32, skb->len - off, VMLINK_BUFFER_SIZE);
 		struct vmlink_desc d = {
 			.buf = buf,
 			.len = len,
@@ -634,9 +651,11 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 	if (!node)
 		return vml_rx_copy(p, f);
 	rf = llist_entry(node, struct vml_rxframe, free);
-	rf->count = f->count - first;
+	/* A first buffer of headers only (the sender's vml_tx_head) goes
+	 * back with the frame's pages: one return per frame, not two. */
+	rf->count = f->count;
 	for (i = 0; i < rf->count; i++)
-		rf->bufs[i] = f->d[first + i].buf;
+		rf->bufs[i] = f->d[i].buf;
 	if (!vml_lend_bufs(p->lent, rf->bufs, rf->count, vml_lend_mark(p))) {
 		llist_add(node, &p->rxf_free);
 		return vml_rx_copy_held(p, f);
@@ -649,10 +668,8 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 		return NULL;
 	}
 	skb_put_data(skb, vml_peer_buf(p, f->d[0].buf), hlen);
-	if (first)
-		vml_return(p, &f->d[0].buf, 1, p->epoch);
 	rf->epoch = p->epoch;
-	atomic_set(&rf->pages, rf->count);
+	atomic_set(&rf->pages, f->count - first);
 	atomic_add(rf->count, &p->held);
 	__module_get(THIS_MODULE);
 	for (i = first; i < f->count; i++) {
@@ -953,10 +970,16 @@ static int vml_probe(struct pci_dev *pdev, const struct pci_device_id *id)
 	p->pgmap.range.end = start + len - 1;
 	p->pgmap.nr_range = 1;
 	p->pgmap.ops = &vml_pgmap_ops;
-	p->base = devm_memremap_pages(&pdev->dev, &p->pgmap);
+	/* Memory hotplug works in whole subsections (2 MiB) and warns with a
+	 * stack trace about anything else: ask only for what it can give. */
+	if (IS_ALIGNED(start, SUBSECTION_SIZE) && IS_ALIGNED(len, SUBSECTION_SIZE))
+		p->base = devm_memremap_pages(&pdev->dev, &p->pgmap);
+	else
+		p->base = ERR_PTR(-EINVAL);
 	if (IS_ERR(p->base)) {
-		dev_warn(&pdev->dev, "no struct pages for the region (%ld): copying receives\n",
-			 PTR_ERR(p->base));
+		dev_warn(&pdev->dev, "no struct pages for the region (%ld%s): copying receives\n",
+			 PTR_ERR(p->base),
+			 IS_ALIGNED(len, SUBSECTION_SIZE) ? "" : ", not whole 2 MiB subsections");
 		p->zerocopy = false;
 		p->base = devm_memremap(&pdev->dev, start, len, MEMREMAP_WB);
 		if (IS_ERR(p->base)) {

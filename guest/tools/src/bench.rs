@@ -13,14 +13,25 @@
 //! receiver compares what arrived with the sender's pattern. A check that
 //! fails prints `bench: ERROR ...` and the run has no figure.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
+
+use crate::mapped_rx::MappedReceiver;
+use crate::zerocopy;
 use vmlink_abi::hypercall::stat::{cause_names, CAUSES};
 
 pub const UDP_ECHO: u16 = 7000;
 pub const TCP_ECHO: u16 = 7001;
 pub const BULK_SINK: u16 = 7002;
+/// TCP echo whose receiving side maps received pages (`mapped_rx`).
+pub const TCP_MAPPED_ECHO: u16 = 7003;
+/// TCP echo that also sends with MSG_ZEROCOPY (`zerocopy`).
+pub const TCP_ZC_ECHO: u16 = 7004;
+/// Bulk sink receiving with TCP_ZEROCOPY_RECEIVE.
+pub const BULK_SINK_MAPPED: u16 = 7005;
+/// What a mapped receiver maps: the largest message, 64 KiB, twice over.
+const MAPPED_AREA: usize = 128 << 10;
 /// The largest UDP payload over IPv4.
 pub const MAX_UDP: usize = 65507;
 /// The bulk pattern repeats with this period: generated once on each side,
@@ -290,21 +301,44 @@ pub fn serve() -> Result<String, String> {
             let _ = udp.send_to(&buf[..n], from);
         }
     });
-    let echo = TcpListener::bind(("0.0.0.0", TCP_ECHO)).map_err(|e| format!("bind tcp: {e}"))?;
-    std::thread::spawn(move || {
-        for c in echo.incoming().flatten() {
-            std::thread::spawn(move || tcp_echo(c));
-        }
-    });
+    // Echoes take a thread per connection; the mapped bulk sink takes one
+    // transfer at a time (the client runs them in turn), so that its cost
+    // is this CPU's.
+    accept_on(TCP_ECHO, "tcp", |c| {
+        std::thread::spawn(move || tcp_echo(c));
+    })?;
+    accept_on(TCP_MAPPED_ECHO, "tcp-mmap", |c| {
+        std::thread::spawn(move || tcp_mapped_echo(c));
+    })?;
+    accept_on(TCP_ZC_ECHO, "tcp-zc", |c| {
+        std::thread::spawn(move || tcp_zc_echo(c));
+    })?;
+    accept_on(BULK_SINK_MAPPED, "bulk-mmap", |c| {
+        bulk_sink(c, true);
+    })?;
     let sink = TcpListener::bind(("0.0.0.0", BULK_SINK)).map_err(|e| format!("bind bulk: {e}"))?;
-    println!("bench: serving udp {UDP_ECHO}, tcp {TCP_ECHO}, bulk {BULK_SINK}");
+    println!(
+        "bench: serving udp {UDP_ECHO}, tcp {TCP_ECHO}, tcp-mmap {TCP_MAPPED_ECHO}, \
+         tcp-zc {TCP_ZC_ECHO}, bulk {BULK_SINK}, bulk-mmap {BULK_SINK_MAPPED}"
+    );
     for c in sink.incoming().flatten() {
-        // One bulk transfer at a time: its cost is this CPU's.
-        if bulk_sink(c) == Sink::Stop {
+        if bulk_sink(c, false) == Sink::Stop {
             return Ok("stopped by the peer".into());
         }
     }
     Ok("sink closed".into())
+}
+
+/// Listens on `port` and hands each connection to `take`, in a thread of
+/// its own.
+fn accept_on(port: u16, what: &str, take: fn(TcpStream)) -> Result<(), String> {
+    let l = TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind {what}: {e}"))?;
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            take(c);
+        }
+    });
+    Ok(())
 }
 
 #[derive(PartialEq, Eq)]
@@ -337,6 +371,57 @@ fn tcp_echo(mut c: TcpStream) {
     }
 }
 
+/// `tcp_echo` receiving with TCP_ZEROCOPY_RECEIVE: each message goes back
+/// from the pages it arrived in (mapped ones included).
+fn tcp_mapped_echo(c: TcpStream) {
+    let _ = c.set_nodelay(true);
+    let Ok(mut rx) = MappedReceiver::new(&c, MAPPED_AREA) else {
+        println!("bench: ERROR tcp-mmap echo: cannot map the socket");
+        return;
+    };
+    let mut len = [0u8; 4];
+    while (&c).read_exact(&mut len).is_ok() {
+        if rx.recv_exact(u32::from_le_bytes(len) as usize).is_err() || rx.echo().is_err() {
+            break;
+        }
+    }
+}
+
+/// `tcp_mapped_echo` sending each message back with MSG_ZEROCOPY from
+/// where it arrived: on vmlink's zero-copy path the sender's channel
+/// buffers, so the only copy left is the driver's into this side's own.
+fn tcp_zc_echo(c: TcpStream) {
+    let _ = c.set_nodelay(true);
+    let (Ok(mut rx), Ok(mut tx)) = (
+        MappedReceiver::new(&c, MAPPED_AREA),
+        zerocopy::Sender::new(&c),
+    ) else {
+        println!("bench: ERROR tcp-zc echo: cannot map the socket or turn SO_ZEROCOPY on");
+        return;
+    };
+    let mut len = [0u8; 4];
+    while (&c).read_exact(&mut len).is_ok() {
+        // The copy buffer is about to be reused: the stack must be done
+        // with what the last echo sent from it (its ACK came before this
+        // request). Mapped pages need no wait: the send holds references
+        // to them, and the next receive maps other pages in their place.
+        if rx.copied_any() {
+            if let Err(e) = tx.finish(Duration::from_secs(20)) {
+                println!("bench: ERROR tcp-zc echo: {e}");
+                return;
+            }
+        }
+        if rx.recv_exact(u32::from_le_bytes(len) as usize).is_err() {
+            break;
+        }
+        let slices = rx.slices();
+        let mut iov: Vec<IoSlice> = slices.iter().map(|s| IoSlice::new(s)).collect();
+        if tx.send_all(&mut iov).is_err() {
+            break;
+        }
+    }
+}
+
 /// Compares `data`, which starts at stream offset `at`, with the pattern.
 fn matches_pattern(block: &[u8], at: u64, data: &[u8]) -> bool {
     let mut off = (at % BLOCK as u64) as usize;
@@ -352,7 +437,9 @@ fn matches_pattern(block: &[u8], at: u64, data: &[u8]) -> bool {
     true
 }
 
-fn bulk_sink(mut c: TcpStream) -> Sink {
+/// Receives one bulk transfer, with `read` or (`mapped`) with
+/// TCP_ZEROCOPY_RECEIVE, checking every byte.
+fn bulk_sink(mut c: TcpStream, mapped: bool) -> Sink {
     let mut head = [0u8; 16];
     if c.read_exact(&mut head).is_err() {
         return Sink::Go;
@@ -365,24 +452,46 @@ fn bulk_sink(mut c: TcpStream) -> Sink {
     }
     let pattern = block(seed);
     let mut buf = vec![0u8; CHUNK];
+    let mut rx = match mapped {
+        true => match MappedReceiver::new(&c, MAPPED_AREA) {
+            Ok(rx) => Some(rx),
+            Err(e) => {
+                let _ = (&c).write_all(format!("err cannot map the socket: {e}\n").as_bytes());
+                return Sink::Go;
+            }
+        },
+        false => None,
+    };
     let before = snapshot_before();
     // "Go": the sender starts its clock now, with this side's counters set.
-    if c.write_all(b"g").is_err() {
+    if (&c).write_all(b"g").is_err() {
         return Sink::Go;
     }
     let (mut total, mut bad_at) = (0u64, None);
     loop {
-        match c.read(&mut buf) {
-            Ok(0) => break,
+        let got = match rx.as_mut() {
+            Some(rx) => rx.recv_some(CHUNK),
+            None => (&c).read(&mut buf),
+        };
+        match got {
+            Ok(0) | Err(_) => break,
             Ok(n) => {
-                if bad_at.is_none() && !matches_pattern(&pattern, total, &buf[..n]) {
-                    bad_at = Some(total);
+                let pieces = match rx.as_ref() {
+                    Some(rx) => rx.slices(),
+                    None => vec![&buf[..n]],
+                };
+                let mut at = total;
+                for p in pieces {
+                    if bad_at.is_none() && !matches_pattern(&pattern, at, p) {
+                        bad_at = Some(total);
+                    }
+                    at += p.len() as u64;
                 }
                 total += n as u64;
             }
-            Err(_) => break,
         }
     }
+    drop(rx);
     // "Done" as soon as the last byte is in: the sender stops its clock.
     let after = snapshot_after(|| {
         let _ = c.write_all(b"d");
@@ -397,7 +506,10 @@ fn bulk_sink(mut c: TcpStream) -> Sink {
     Sink::Go
 }
 
-/// `bench-rr udp|tcp PEER SIZE REPS`: REPS round trips of SIZE bytes.
+/// `bench-rr udp|tcp|tcp-mmap|tcp-zc PEER SIZE REPS`: REPS round trips of
+/// SIZE bytes. `tcp-mmap` receives on both sides with TCP_ZEROCOPY_RECEIVE
+/// (`mapped_rx`), copying only what the stack cannot map; `tcp-zc` also
+/// sends with MSG_ZEROCOPY (`zerocopy`).
 pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, String> {
     if size == 0 || (proto == "udp" && size > MAX_UDP) {
         return Err(format!("size {size} out of range for {proto}"));
@@ -405,12 +517,41 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
     let mut msg = vec![0u8; size];
     let mut back = vec![0u8; size];
     let (mut cycles, mut ns) = (Vec::new(), Vec::new());
-    enum Sock {
+    let mut mapped = 0u64;
+    enum Sock<'s> {
         Udp(UdpSocket),
-        Tcp(TcpStream),
+        Tcp(&'s TcpStream),
+        Mapped(&'s TcpStream, MappedReceiver<'s>),
+        Zc(&'s TcpStream, MappedReceiver<'s>, zerocopy::Sender<'s>),
     }
-    let sock = match proto {
-        "udp" => {
+    let tcp_port = match proto {
+        "udp" => None,
+        "tcp" => Some(TCP_ECHO),
+        "tcp-mmap" => Some(TCP_MAPPED_ECHO),
+        "tcp-zc" => Some(TCP_ZC_ECHO),
+        _ => return Err(format!("unknown protocol {proto}")),
+    };
+    let stream = match tcp_port {
+        Some(port) => {
+            let s =
+                TcpStream::connect((peer, port)).map_err(|e| format!("{proto} to {peer}: {e}"))?;
+            s.set_nodelay(true).map_err(|e| e.to_string())?;
+            Some(s)
+        }
+        None => None,
+    };
+    let mut sock = match (&stream, proto) {
+        (Some(s), "tcp") => Sock::Tcp(s),
+        (Some(s), "tcp-mmap") => Sock::Mapped(
+            s,
+            MappedReceiver::new(s, MAPPED_AREA).map_err(|e| format!("map the socket: {e}"))?,
+        ),
+        (Some(s), _) => Sock::Zc(
+            s,
+            MappedReceiver::new(s, MAPPED_AREA).map_err(|e| format!("map the socket: {e}"))?,
+            zerocopy::Sender::new(s).map_err(|e| format!("SO_ZEROCOPY: {e}"))?,
+        ),
+        (None, _) => {
             let s = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
             s.connect((peer, UDP_ECHO))
                 .map_err(|e| format!("udp to {peer}: {e}"))?;
@@ -419,13 +560,6 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
                 .map_err(|e| e.to_string())?;
             Sock::Udp(s)
         }
-        "tcp" => {
-            let s =
-                TcpStream::connect((peer, TCP_ECHO)).map_err(|e| format!("tcp to {peer}: {e}"))?;
-            s.set_nodelay(true).map_err(|e| e.to_string())?;
-            Sock::Tcp(s)
-        }
-        _ => return Err(format!("unknown protocol {proto}")),
     };
     // Two warm-up round trips (ARP, TCP window), not counted.
     for rep in 0..reps + 2 {
@@ -433,7 +567,7 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
             *b = rr_byte(rep, i);
         }
         let (t0, c0) = (Instant::now(), rdtsc());
-        match &sock {
+        match &mut sock {
             Sock::Udp(s) => {
                 s.send(&msg).map_err(|e| format!("send: {e}"))?;
                 let n = s
@@ -444,15 +578,43 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
                 }
             }
             Sock::Tcp(s) => {
-                let mut s = s;
                 s.write_all(&(size as u32).to_le_bytes())
                     .and_then(|_| s.write_all(&msg))
                     .and_then(|_| s.read_exact(&mut back))
                     .map_err(|e| format!("round trip {rep}: {e}"))?;
             }
+            Sock::Mapped(s, rx) => {
+                s.write_all(&(size as u32).to_le_bytes())
+                    .and_then(|_| s.write_all(&msg))
+                    .and_then(|_| rx.recv_exact(size))
+                    .map_err(|e| format!("round trip {rep}: {e}"))?;
+            }
+            Sock::Zc(s, rx, tx) => {
+                // Completions are read inside the round trip: they are
+                // part of what sending this way costs.
+                s.write_all(&(size as u32).to_le_bytes())
+                    .and_then(|_| tx.send_all(&mut [IoSlice::new(&msg)]))
+                    .and_then(|_| rx.recv_exact(size))
+                    .and_then(|_| tx.reap_queued())
+                    .map_err(|e| format!("round trip {rep}: {e}"))?;
+            }
         }
         let (c1, t1) = (rdtsc(), t0.elapsed());
-        if back != msg {
+        if let Sock::Zc(_, _, tx) = &mut sock {
+            // `msg` changes for the next round trip.
+            tx.finish(Duration::from_secs(20))
+                .map_err(|e| format!("round trip {rep}: {e}"))?;
+        }
+        let same = match &sock {
+            Sock::Mapped(_, rx) | Sock::Zc(_, rx, _) => {
+                if rep >= 2 {
+                    mapped += rx.mapped as u64;
+                }
+                rx.equals(&msg)
+            }
+            _ => back == msg,
+        };
+        if !same {
             return Err(format!("round trip {rep}: data came back changed"));
         }
         if rep >= 2 {
@@ -463,7 +625,14 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
     let (c, n) = (Spread::of(&cycles), Spread::of(&ns));
     match (c, n) {
         (Some(c), Some(n)) => Ok(format!(
-            "rr proto={proto} size={size} reps={reps} cycles={c} ns={n}"
+            "rr proto={proto} size={size} reps={reps} cycles={c} ns={n}{}",
+            match sock {
+                // How much of what came back the stack mapped, not copied.
+                Sock::Mapped(..) | Sock::Zc(..) => {
+                    format!(" mapped={}", mapped / u64::from(reps.max(1)))
+                }
+                _ => String::new(),
+            }
         )),
         _ => Err("no round trips".into()),
     }
@@ -478,6 +647,10 @@ pub enum SendMode {
     /// MSG_ZEROCOPY: the stack references the sender's pages and the
     /// driver's copy into the channel is the only one.
     Zerocopy,
+    /// MSG_ZEROCOPY to a sink that receives with TCP_ZEROCOPY_RECEIVE: on
+    /// vmlink's zero-copy path the driver's copy is the only one of the
+    /// whole transfer.
+    ZerocopyMapped,
 }
 
 impl SendMode {
@@ -485,6 +658,7 @@ impl SendMode {
         match s {
             "copy" => Some(SendMode::Copy),
             "zerocopy" => Some(SendMode::Zerocopy),
+            "zerocopy-mmap" => Some(SendMode::ZerocopyMapped),
             _ => None,
         }
     }
@@ -497,10 +671,14 @@ pub fn bulk(peer: &str, bytes: u64, seed: u64, mode: SendMode) -> Result<String,
     // Never freed or changed: zero-copy sends may still reference its pages
     // after `send` returns.
     let pattern: &'static [u8] = Box::leak(block(seed).into_boxed_slice());
-    let c = TcpStream::connect((peer, BULK_SINK)).map_err(|e| format!("bulk to {peer}: {e}"))?;
+    let (port, mapped) = match mode {
+        SendMode::ZerocopyMapped => (BULK_SINK_MAPPED, true),
+        _ => (BULK_SINK, false),
+    };
+    let c = TcpStream::connect((peer, port)).map_err(|e| format!("bulk to {peer}: {e}"))?;
     let mut zc = match mode {
         SendMode::Copy => None,
-        SendMode::Zerocopy => match crate::zerocopy::Sender::new(&c) {
+        SendMode::Zerocopy | SendMode::ZerocopyMapped => match crate::zerocopy::Sender::new(&c) {
             Ok(z) => Some(z),
             Err(e) => {
                 println!("bench: note: SO_ZEROCOPY refused ({e}); sending with copies");
@@ -515,6 +693,15 @@ pub fn bulk(peer: &str, bytes: u64, seed: u64, mode: SendMode) -> Result<String,
     let mut flag = [0u8; 1];
     (&c).read_exact(&mut flag)
         .map_err(|e| format!("no go from the sink: {e}"))?;
+    if flag[0] != b'g' {
+        let mut why = String::new();
+        let _ = BufReader::new(&c).read_line(&mut why);
+        return Err(format!(
+            "the sink refused: {}{}",
+            flag[0] as char,
+            why.trim_end()
+        ));
+    }
     let before = snapshot_before();
     let t0 = Instant::now();
     let mut sent = 0u64;
@@ -556,8 +743,9 @@ pub fn bulk(peer: &str, bytes: u64, seed: u64, mode: SendMode) -> Result<String,
         // Several lines: the hypervisor's console breaks lines at 200 bytes.
         Some(rx) => match Usage::parse(rx, "rx_") {
             Some(rx) => Ok(format!(
-                "bulk seed={seed} zc={} bytes={bytes} ns={ns} {}\nbench: bulk-rx seed={seed} {}\nbench: bulk-exits seed={seed} {} {}{zc_line}",
+                "bulk seed={seed} zc={} mmap={} bytes={bytes} ns={ns} {}\nbench: bulk-rx seed={seed} {}\nbench: bulk-exits seed={seed} {} {}{zc_line}",
                 zc.is_some() as u8,
+                mapped as u8,
                 tx.fields("tx_"),
                 rx.fields("rx_"),
                 tx.cause_field("tx_"),
@@ -731,14 +919,27 @@ mod tests {
         );
         let r = rr("tcp", "127.0.0.1", 70000, 2).unwrap();
         assert!(r.starts_with("rr proto=tcp size=70000"), "{r}");
+        // Mapped receive on both ends (over loopback the stack maps
+        // nothing: every byte takes the copying fallback).
+        let r = rr("tcp-mmap", "127.0.0.1", 70000, 2).unwrap();
+        assert!(r.starts_with("rr proto=tcp-mmap size=70000"), "{r}");
+        assert!(r.ends_with(" mapped=0"), "{r}");
+        let r = rr("tcp-zc", "127.0.0.1", 70000, 2).unwrap();
+        assert!(r.starts_with("rr proto=tcp-zc size=70000"), "{r}");
         let r = bulk("127.0.0.1", 3 * BLOCK as u64 + 5, 9, SendMode::Copy).unwrap();
-        assert!(r.starts_with("bulk seed=9 zc=0 bytes=3145733 "), "{r}");
+        assert!(
+            r.starts_with("bulk seed=9 zc=0 mmap=0 bytes=3145733 "),
+            "{r}"
+        );
         assert!(r.lines().all(|l| l.len() < 190), "{r}");
         assert!(Usage::parse(&r, "tx_").is_some() && Usage::parse(&r, "rx_").is_some());
         // Every MSG_ZEROCOPY send completes (over loopback the kernel may
         // copy after all; the completions say how many).
         let r = bulk("127.0.0.1", 2 * BLOCK as u64 + 7, 4, SendMode::Zerocopy).unwrap();
-        assert!(r.starts_with("bulk seed=4 zc=1 bytes=2097159 "), "{r}");
+        assert!(
+            r.starts_with("bulk seed=4 zc=1 mmap=0 bytes=2097159 "),
+            "{r}"
+        );
         assert!(r.lines().all(|l| l.len() < 190), "{r}");
         let zc = r.lines().last().unwrap();
         let num = |k: &str| -> u32 {
@@ -750,6 +951,18 @@ mod tests {
         assert!(zc.starts_with("bench: bulk-zc seed=4 "), "{zc}");
         assert!(num("zc_sends=") >= 32, "{zc}");
         assert!(num("zc_copied=") <= num("zc_sends="), "{zc}");
+        // The mapped sink checks every byte too.
+        let r = bulk(
+            "127.0.0.1",
+            2 * BLOCK as u64 + 9,
+            5,
+            SendMode::ZerocopyMapped,
+        )
+        .unwrap();
+        assert!(
+            r.starts_with("bulk seed=5 zc=1 mmap=1 bytes=2097161 "),
+            "{r}"
+        );
         assert!(copy_cost(1500, 10).unwrap().starts_with("copy size=1500"));
         stop("127.0.0.1").unwrap();
         assert_eq!(server.join().unwrap().unwrap(), "stopped by the peer");

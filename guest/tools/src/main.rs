@@ -6,6 +6,7 @@
 
 mod bench;
 mod ethtool;
+mod mapped_rx;
 mod placement;
 mod stream;
 mod udp;
@@ -111,8 +112,9 @@ fn main() -> ExitCode {
     }
 }
 
-const BENCH_USAGE: &str = "usage: bench-serve | bench-stop PEER | bench-rr udp|tcp PEER SIZE REPS \
-    | bench-bulk PEER BYTES SEED [copy|zerocopy] | bench-copy SIZE REPS";
+const BENCH_USAGE: &str =
+    "usage: bench-serve | bench-stop PEER | bench-rr udp|tcp|tcp-mmap|tcp-zc PEER SIZE REPS \
+    | bench-bulk PEER BYTES SEED [copy|zerocopy|zerocopy-mmap] | bench-copy SIZE REPS";
 
 fn num_arg(args: &[String], i: usize) -> Option<u64> {
     args.get(i).and_then(|a| a.parse().ok())

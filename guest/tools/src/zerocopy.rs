@@ -6,7 +6,7 @@
 //! the kernel had to copy after all (a device without scatter-gather, or
 //! delivery to a local socket).
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::TcpStream;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
@@ -82,6 +82,41 @@ impl<'a> Sender<'a> {
                 _ => return Err(e),
             }
         }
+    }
+
+    /// Sends all of `bufs` with MSG_ZEROCOPY, blocking. The stack reads
+    /// the bytes until the sends complete (retransmissions included): the
+    /// caller keeps them unchanged until [`finish`](Self::finish).
+    pub fn send_all(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut bufs = bufs;
+        while !bufs.is_empty() {
+            // SAFETY: IoSlice is ABI-compatible with iovec; the msghdr
+            // points at `bufs`, live slices, for the call's duration. Pages
+            // the stack keeps after it returns are pinned by the kernel.
+            let r = unsafe {
+                let mut m: libc::msghdr = core::mem::zeroed();
+                m.msg_iov = bufs.as_mut_ptr().cast();
+                m.msg_iovlen = bufs.len() as _;
+                libc::sendmsg(self.sock.as_raw_fd(), &m, libc::MSG_ZEROCOPY)
+            };
+            if r >= 0 {
+                self.sends += 1;
+                IoSlice::advance_slices(&mut bufs, r as usize);
+                continue;
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::ENOBUFS) => self.reap(true)?,
+                Some(libc::EINTR) => {}
+                _ => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the completions already queued, without waiting.
+    pub fn reap_queued(&mut self) -> io::Result<()> {
+        self.reap(false)
     }
 
     /// Waits (at most `limit`) until every send has completed.

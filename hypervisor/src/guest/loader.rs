@@ -2,7 +2,9 @@
 //! ready for the kernel's 64-bit entry point.
 
 use super::acpi_tables::{self, AcpiConfig, AcpiError, AcpiLayout};
-use super::boot_params::{self, BootParamsError, E820Entry, ZeroPageConfig, ZERO_PAGE_SIZE};
+use super::boot_params::{
+    self, BootParamsError, E820Entry, E820Type, ZeroPageConfig, ZERO_PAGE_SIZE,
+};
 use super::bzimage::{BzImage, BzImageError};
 use super::layout::{self, *};
 use super::Mib;
@@ -99,6 +101,11 @@ pub enum LoadError {
         len: u64,
         ram: u64,
     },
+    /// The RAM meant to lie above everything else does not (a caller bug).
+    HighRamOverlaps {
+        ram: u64,
+        high: Range,
+    },
 }
 
 impl From<BzImageError> for LoadError {
@@ -174,17 +181,27 @@ impl fmt::Display for LoadError {
                 "guest loader bug: {len} bytes placed at {gpa:#x}, outside guest RAM ({})",
                 Mib(ram)
             ),
+            Self::HighRamOverlaps { ram, high } => write!(
+                f,
+                "guest memory map bug: RAM at {:#x}..{:#x} is not above the {} from GPA 0",
+                high.start,
+                high.end,
+                Mib(ram)
+            ),
         }
     }
 }
 
 /// Loads `kernel` (a bzImage), `initrd` (may be empty) and `cmdline` into
-/// `ram` (guest RAM at GPA 0, index = GPA), with ACPI tables from `acpi`,
+/// `ram` (guest RAM at GPA 0, index = GPA), with ACPI tables from `acpi`;
+/// `high_ram` is more RAM the guest has elsewhere (above the channel),
+/// which the e820 map reports and nothing is loaded into,
 /// as [`layout`](super::layout) describes. Everything is checked before
 /// anything is written: on error `ram` is untouched. RAM the layout does
 /// not use is left as it was (the caller hands in zeroed memory).
 pub fn load_linux(
     ram: &mut [u8],
+    high_ram: Option<Range>,
     kernel: &[u8],
     initrd: &[u8],
     cmdline: &str,
@@ -222,7 +239,16 @@ pub fn load_linux(
         .into());
     }
 
-    let e820 = layout::e820_map(ram_len);
+    let mut e820 = layout::e820_map(ram_len);
+    if let Some(r) = high_ram {
+        if r.start < e820.last().map_or(0, |e| e.range().end) {
+            return Err(LoadError::HighRamOverlaps {
+                ram: ram_len,
+                high: r,
+            });
+        }
+        e820.push(E820Entry::new(r, E820Type::Ram));
+    }
     let mut zero_page: Box<[u8; ZERO_PAGE_SIZE]> = Box::new([0; ZERO_PAGE_SIZE]);
     boot_params::write_zero_page(
         &mut zero_page,
@@ -314,7 +340,14 @@ mod tests {
     fn load(ram_mib: u64, initrd: &[u8], cmdline: &str) -> (Vec<u8>, Result<LinuxBoot, LoadError>) {
         let mut ram = vec![0u8; (ram_mib * MIB) as usize];
         let image = real_image();
-        let r = load_linux(&mut ram, &image, initrd, cmdline, &AcpiConfig::default());
+        let r = load_linux(
+            &mut ram,
+            None,
+            &image,
+            initrd,
+            cmdline,
+            &AcpiConfig::default(),
+        );
         (ram, r)
     }
 
@@ -485,7 +518,7 @@ mod tests {
         image[0x22C..0x230].copy_from_slice(&(40 * MIB as u32 - 1).to_le_bytes());
         let mut ram = vec![0u8; 64 * MIB as usize];
         let initrd = initrd_bytes(MIB as usize);
-        let boot = load_linux(&mut ram, &image, &initrd, "", &AcpiConfig::default()).unwrap();
+        let boot = load_linux(&mut ram, None, &image, &initrd, "", &AcpiConfig::default()).unwrap();
         assert_eq!(boot.initrd, Some(Range::new(39 * MIB, 40 * MIB)));
     }
 
@@ -500,7 +533,18 @@ mod tests {
             ioapic: false,
             dsdt_aml: &[0x5B, 0x80],
         };
-        let boot = load_linux(&mut ram, &image, b"initrd", "quiet", &acpi).unwrap();
+        // RAM above a channel: reported last, nothing loaded there (the
+        // initrd still goes to the top of the low RAM).
+        let high = Range::new(65 << 30, (65 << 30) + 2 * MIB);
+        let boot = load_linux(&mut ram, Some(high), &image, b"initrd", "quiet", &acpi).unwrap();
+        assert_eq!(boot.e820.last(), Some(&E820Entry::new(high, E820Type::Ram)));
+        let below = Range::new(16 * MIB, 18 * MIB);
+        let mut fresh = vec![0u8; 32 * MIB as usize];
+        assert!(matches!(
+            load_linux(&mut fresh, Some(below), &image, b"", "", &acpi),
+            Err(LoadError::HighRamOverlaps { .. })
+        ));
+        assert!(untouched(&fresh));
         assert_eq!(boot.entry_rip, 16 * MIB + 0x200);
         assert_eq!(
             &ram[16 * MIB as usize..16 * MIB as usize + 4096],
@@ -528,6 +572,7 @@ mod tests {
         let image = real_image();
         let err = load_linux(
             &mut ram,
+            None,
             &image[..REAL_FILE_SIZE - 512],
             &[],
             "",
@@ -542,7 +587,7 @@ mod tests {
 
         // Not a bzImage.
         let elf = b"\x7fELF\x02\x01\x01\0".repeat(200);
-        let err = load_linux(&mut ram, &elf, &[], "", &AcpiConfig::default()).unwrap_err();
+        let err = load_linux(&mut ram, None, &elf, &[], "", &AcpiConfig::default()).unwrap_err();
         assert_eq!(err, LoadError::Image(BzImageError::NoMagic));
         assert_eq!(
             err.to_string(),
@@ -620,7 +665,7 @@ mod tests {
             dsdt_aml: &aml,
             ..AcpiConfig::default()
         };
-        let err = load_linux(&mut ram, &image, &[], "", &acpi).unwrap_err();
+        let err = load_linux(&mut ram, None, &image, &[], "", &acpi).unwrap_err();
         assert!(
             matches!(err, LoadError::Acpi(AcpiError::DoesNotFit { .. })),
             "{err}"
@@ -646,9 +691,14 @@ mod tests {
                 image.len()
             };
             let initrd = &initrds[rng.below(initrds.len())];
-            if let Ok(boot) =
-                load_linux(&mut ram, &image[..cut], initrd, "x", &AcpiConfig::default())
-            {
+            if let Ok(boot) = load_linux(
+                &mut ram,
+                None,
+                &image[..cut],
+                initrd,
+                "x",
+                &AcpiConfig::default(),
+            ) {
                 assert!(boot.kernel_footprint.end <= ram.len() as u64);
                 if let Some(r) = boot.initrd {
                     assert!(!r.overlaps(&boot.kernel_footprint));

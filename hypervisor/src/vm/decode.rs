@@ -4,6 +4,8 @@
 //! and its APIC accessors compile to. Anything else is an error the caller
 //! reports; it never guesses.
 
+use super::ram::GuestRam;
+
 /// One decoded access. For writes the value is `imm`, or the register
 /// `reg`; for reads the result goes to `reg`, zero-extended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -163,12 +165,13 @@ pub fn translate(
 /// read from guest RAM through the guest's page tables. The walk is done
 /// once per guest page the bytes span (at most two), not per byte: this
 /// runs on every MMIO exit, the xAPIC's EOI write above all.
-pub fn fetch(ram: &[u8], cr3: u64, rip: u64, mode: PagingMode) -> Result<[u8; 15], &'static str> {
-    let read = |gpa: u64| -> Option<u64> {
-        let a = usize::try_from(gpa).ok()?;
-        ram.get(a..a.checked_add(8)?)
-            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
-    };
+pub fn fetch(
+    ram: &GuestRam,
+    cr3: u64,
+    rip: u64,
+    mode: PagingMode,
+) -> Result<[u8; 15], &'static str> {
+    let read = |gpa: u64| ram.read_u64(gpa);
     let mut out = [0u8; 15];
     let mut done = 0;
     while done < out.len() {
@@ -176,10 +179,7 @@ pub fn fetch(ram: &[u8], cr3: u64, rip: u64, mode: PagingMode) -> Result<[u8; 15
         let gpa = translate(cr3, gva, mode, &read).ok_or("guest RIP not mapped")?;
         // Bytes up to the end of this 4 KiB page are contiguous.
         let n = (out.len() - done).min(0x1000 - (gva & 0xFFF) as usize);
-        let src = usize::try_from(gpa)
-            .ok()
-            .and_then(|a| ram.get(a..a.checked_add(n)?))
-            .ok_or("guest RIP outside RAM")?;
+        let src = ram.get(gpa, n as u64).ok_or("guest RIP outside RAM")?;
         out[done..done + n].copy_from_slice(src);
         done += n;
     }
@@ -216,11 +216,14 @@ mod tests {
             };
             ram[pa as usize] = i + 1;
         }
-        let bytes = fetch(&ram, cr3, 0x8FF9, PagingMode::Long4).unwrap();
+        let bytes = fetch(&GuestRam::flat(&ram), cr3, 0x8FF9, PagingMode::Long4).unwrap();
         assert_eq!(bytes, core::array::from_fn(|i| i as u8 + 1));
         // Wholly inside one page.
         ram[0x9100..0x910F].copy_from_slice(&[7; 15]);
-        assert_eq!(fetch(&ram, cr3, 0x8100, PagingMode::Long4), Ok([7; 15]));
+        assert_eq!(
+            fetch(&GuestRam::flat(&ram), cr3, 0x8100, PagingMode::Long4),
+            Ok([7; 15])
+        );
     }
 
     #[test]
@@ -228,17 +231,17 @@ mod tests {
         let (mut ram, cr3) = two_page_guest();
         // The next page (va 0xA000) is not mapped.
         assert_eq!(
-            fetch(&ram, cr3, 0x9FF8, PagingMode::Long4),
+            fetch(&GuestRam::flat(&ram), cr3, 0x9FF8, PagingMode::Long4),
             Err("guest RIP not mapped")
         );
         ram[0x4000 + 10 * 8..0x4000 + 11 * 8].copy_from_slice(&(0xF_0000u64 | 1).to_le_bytes());
         assert_eq!(
-            fetch(&ram, cr3, 0xA000, PagingMode::Long4),
+            fetch(&GuestRam::flat(&ram), cr3, 0xA000, PagingMode::Long4),
             Err("guest RIP outside RAM")
         );
         // A page table outside RAM is "not mapped", not a crash.
         assert_eq!(
-            fetch(&ram, !0xFFF, 0x8000, PagingMode::Long4),
+            fetch(&GuestRam::flat(&ram), !0xFFF, 0x8000, PagingMode::Long4),
             Err("guest RIP not mapped")
         );
     }

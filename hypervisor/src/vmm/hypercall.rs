@@ -3,6 +3,7 @@
 //! here; a bad call gets an error code in RAX and changes nothing.
 
 use crate::channel::Channel;
+use crate::vm::ram::GuestRam;
 use vmlink_abi::hypercall::{self as nr, stat};
 use vmlink_abi::{HC_ERR_INVALID, HC_ERR_NO_CHANNEL, HC_ERR_PRIVILEGE, HC_ERR_UNKNOWN};
 
@@ -33,10 +34,10 @@ impl ChannelOps for Channel {
     }
 }
 
-/// What the calling VM has: its RAM (GPA 0 up) for the mediated path's
+/// What the calling VM has: its RAM for the mediated path's
 /// frames, its counters for STATS, and its side of the channel.
 pub struct Caller<'a> {
-    pub ram: &'a [u8],
+    pub ram: GuestRam<'a>,
     pub counters: [u64; stat::COUNT as usize],
     pub channel: Option<(&'a dyn ChannelOps, usize)>,
 }
@@ -82,10 +83,7 @@ pub fn dispatch(call: Call, caller: &Caller) -> i64 {
         nr::DOORBELL => ch.doorbell(side),
         nr::MEDIATED_SEND => {
             let [gpa, len, buf] = call.args;
-            let frame = gpa
-                .checked_add(len)
-                .and_then(|end| caller.ram.get(gpa as usize..end as usize));
-            match frame {
+            match caller.ram.get(gpa, len) {
                 Some(f) => ch.mediated_send(side, f, buf),
                 None => HC_ERR_INVALID,
             }
@@ -127,7 +125,7 @@ mod tests {
 
     fn caller(r: &Recorder, side: usize) -> Caller<'_> {
         Caller {
-            ram: &RAM,
+            ram: GuestRam::flat(&RAM),
             counters: [
                 100,
                 20,
@@ -148,6 +146,30 @@ mod tests {
             ],
             channel: Some((r as &dyn ChannelOps, side)),
         }
+    }
+
+    #[test]
+    fn mediated_frames_are_read_from_either_piece_of_ram() {
+        let r = Recorder::default();
+        let high = [40u8, 41, 42, 43];
+        let c = Caller {
+            ram: GuestRam::split(&RAM, 0x1000, &high),
+            ..caller(&r, 0)
+        };
+        assert_eq!(dispatch(call(nr::MEDIATED_SEND, [0x1001, 2, 5]), &c), 0);
+        // Across the gap, past the high piece.
+        assert_eq!(
+            dispatch(call(nr::MEDIATED_SEND, [15, 2, 5]), &c),
+            HC_ERR_INVALID
+        );
+        assert_eq!(
+            dispatch(call(nr::MEDIATED_SEND, [0x1003, 2, 5]), &c),
+            HC_ERR_INVALID
+        );
+        assert_eq!(
+            r.0.borrow().clone(),
+            vec![(0, "send [41, 42] into 5".to_string())]
+        );
     }
 
     #[test]
@@ -228,7 +250,7 @@ mod tests {
         assert!(r.0.borrow().is_empty());
         // No channel in this VM.
         let none = Caller {
-            ram: &RAM,
+            ram: GuestRam::flat(&RAM),
             counters: [0; stat::COUNT as usize],
             channel: None,
         };

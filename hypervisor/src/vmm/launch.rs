@@ -12,8 +12,10 @@ use crate::frames::FrameAllocator;
 use crate::guest::{aml, load_linux, AcpiConfig};
 use crate::log;
 use crate::partition::{module_name, Partition};
+use crate::range::Range;
 use crate::vcpu::Vcpu;
 use crate::vm::cpuid::{CpuidConfig, Placement};
+use crate::vm::ram::GuestRam;
 use crate::vmm::platform::{Hidden, Platform};
 use crate::vmm::stats::ExitStats;
 use crate::vmm::{memmap, Vm};
@@ -162,6 +164,9 @@ fn build(
     // only as this guest's RAM from now on.
     let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, ram_bytes as usize) };
     ram.fill(0);
+    let split = memmap::high_ram(ram_bytes, channel.map(|c| c.layout().region_size));
+    let (ram, high) = ram.split_at_mut(split.low as usize);
+    let high_ram = split.high.map(|(gpa, len)| Range::new(gpa, gpa + len));
     // With a channel, the DSDT's PCI root bridge has the channel's BAR in
     // its window: Linux finds bus 0 through it (it does no legacy scan
     // when ACPI is on) and keeps the BAR where the EPT maps the region.
@@ -176,7 +181,7 @@ fn build(
     };
     // The guest learns its name from its command line.
     let cmdline = format!("{} vmlink.name={name}", entry.cmdline());
-    let linux = load_linux(ram, kernel, initrd, &cmdline, &acpi)
+    let linux = load_linux(ram, high_ram, kernel, initrd, &cmdline, &acpi)
         .map_err(|e| format!("{kernel_name}: {e}"))?;
     // The page the CPU recognises the guest's APIC accesses by; its
     // contents are never used.
@@ -228,6 +233,17 @@ fn build(
         physical_cpu: part.cpu_of(index) as u32,
         vm_index: index as u32,
         ram_mib: entry.ram_mib,
+    };
+    if let Some(r) = high_ram {
+        log!(
+            "{name}: the last {} KiB of its RAM at GPA {:#x}, above the channel",
+            r.len() >> 10,
+            r.start
+        );
+    }
+    let ram = match high_ram {
+        Some(r) => GuestRam::split(ram, r.start, high),
+        None => GuestRam::flat(ram),
     };
     let mut platform = Platform::new(ram, 0, tsc_hz, cpuid, hidden);
     platform.console_input = index == 0;

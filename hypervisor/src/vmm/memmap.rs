@@ -1,8 +1,9 @@
 //! What each guest's EPT maps: the plan, as plain data, that the VT-x
 //! backend turns into tables. A guest gets its RAM at GPA 0 and, when the
 //! partition has a channel, the channel region at [`CHANNEL_GPA`] with the
-//! per-page permissions of `vmlink_abi::channel::protection`. Nothing else:
-//! not the hypervisor, not another guest's RAM, not the page tables.
+//! per-page permissions of `vmlink_abi::channel::protection`, and the last
+//! [`HIGH_RAM_BYTES`] of its RAM above the region ([`high_ram`]). Nothing
+//! else: not the hypervisor, not another guest's RAM, not the page tables.
 
 use alloc::vec::Vec;
 
@@ -14,6 +15,43 @@ use vmlink_abi::channel::{protection, Access, Layout, PAGE};
 /// size a configuration allows and aligned for the largest region, so the
 /// BAR is naturally aligned as PCI requires.
 pub const CHANNEL_GPA: u64 = 64 << 30;
+
+/// How much of a channel guest's RAM lies above the region instead of at
+/// the top of its low RAM: one 2 MiB EPT page.
+pub const HIGH_RAM_BYTES: u64 = 2 << 20;
+
+/// Where a guest's RAM lies: `low` bytes from GPA 0 and, with a channel,
+/// `(gpa, len)` above the region, backed by the last `len` bytes of the
+/// guest's host block.
+///
+/// Why RAM above the region: Linux 6.1 takes a user-space mapping of a page
+/// above its highest RAM page for a bad one when it unmaps it
+/// (`vm_normal_page` checks `highest_memmap_pfn`, which hot-added device
+/// memory does not raise), and the zero-copy receiver maps region pages
+/// into user space (TCP_ZEROCOPY_RECEIVE). The first GiB boundary past the
+/// region keeps that RAM out of the BAR's Linux memory sections and lets
+/// the EPT map it with one large page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RamSplit {
+    pub low: u64,
+    pub high: Option<(u64, u64)>,
+}
+
+pub fn high_ram(ram_bytes: u64, region_size: Option<u64>) -> RamSplit {
+    match region_size {
+        Some(size) if ram_bytes > HIGH_RAM_BYTES => RamSplit {
+            low: ram_bytes - HIGH_RAM_BYTES,
+            high: Some((
+                (CHANNEL_GPA + size).next_multiple_of(1 << 30),
+                HIGH_RAM_BYTES,
+            )),
+        },
+        _ => RamSplit {
+            low: ram_bytes,
+            high: None,
+        },
+    }
+}
 
 /// The shared region in host memory.
 #[derive(Clone, Copy, Debug)]
@@ -45,12 +83,21 @@ pub fn plan(
     channel: Option<(&ChannelFrames, usize)>,
     apic_access: Option<u64>,
 ) -> Vec<Run> {
+    let split = high_ram(ram_bytes, channel.map(|(c, _)| c.layout.region_size));
     let mut runs = alloc::vec![Run {
         gpa: 0,
         hpa: ram_hpa,
-        len: ram_bytes,
+        len: split.low,
         perm: Perm::ReadWriteExec,
     }];
+    if let Some((gpa, len)) = split.high {
+        runs.push(Run {
+            gpa,
+            hpa: ram_hpa + split.low,
+            len,
+            perm: Perm::ReadWriteExec,
+        });
+    }
     if let Some(hpa) = apic_access {
         runs.push(Run {
             gpa: APIC_BASE,
@@ -181,10 +228,20 @@ mod tests {
                 assert!(!h.overlaps(&other_ram), "{l:x?}");
                 let peer_header = ch.header_hpa[1 - side];
                 assert!(!h.overlaps(&Range::new(peer_header, peer_header + PAGE)));
+                let split = high_ram(own_ram.len(), Some(region));
+                let (high_gpa, high_len) = split.high.unwrap();
                 if l.0 < CHANNEL_GPA {
                     // RAM: exactly its own, at GPA = offset.
                     assert!(own_ram.contains_range(&h), "{l:x?}");
                     assert_eq!(l.1 - own_ram.start, l.0);
+                    assert!(l.0 + l.2 <= split.low, "{l:x?}");
+                    assert_eq!(l.3, Some(Perm::ReadWriteExec));
+                    ram_bytes += l.2;
+                } else if l.0 >= high_gpa {
+                    // The rest of its RAM, above the region.
+                    assert!(l.0 >= CHANNEL_GPA + region, "{l:x?}");
+                    assert!(l.0 + l.2 <= high_gpa + high_len, "{l:x?}");
+                    assert_eq!(l.1 - own_ram.start, split.low + (l.0 - high_gpa));
                     assert_eq!(l.3, Some(Perm::ReadWriteExec));
                     ram_bytes += l.2;
                 } else {
@@ -233,6 +290,29 @@ mod tests {
                 mib2: false,
             },
             1 << 20,
+        );
+    }
+
+    #[test]
+    fn channel_guests_keep_a_little_ram_above_the_region() {
+        const GIB: u64 = 1 << 30;
+        for (region, gpa) in [
+            (1 << 20, 65 * GIB),
+            (64 << 20, 65 * GIB),
+            (GIB, 65 * GIB),
+            (4 * GIB, 68 * GIB),
+        ] {
+            let s = high_ram(256 << 20, Some(region));
+            assert_eq!(s.low, (256 << 20) - HIGH_RAM_BYTES);
+            assert_eq!(s.high, Some((gpa, HIGH_RAM_BYTES)));
+            assert!(gpa >= CHANNEL_GPA + region && gpa % (2 << 20) == 0);
+        }
+        assert_eq!(
+            high_ram(256 << 20, None),
+            RamSplit {
+                low: 256 << 20,
+                high: None
+            }
         );
     }
 

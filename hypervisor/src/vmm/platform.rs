@@ -9,6 +9,7 @@ use crate::channel::Channel;
 use crate::devices::pci::{ChannelFunction, PciBus};
 use crate::devices::{ioapic::IoApic, lapic::LocalApic, uart::Uart};
 use crate::vcpu::{ApicState, PagingMode, Vcpu};
+use crate::vm::ram::GuestRam;
 use crate::vm::{cpuid, decode, msr};
 use crate::vmm::hypercall::ChannelOps;
 use crate::vmm::memmap::CHANNEL_GPA;
@@ -57,7 +58,7 @@ pub struct Platform {
     pub console_input: bool,
     /// The VM's name, for what the hypervisor logs about it.
     pub vm_name: &'static str,
-    ram: &'static mut [u8],
+    ram: GuestRam<'static>,
     lapic: LocalApic,
     ioapic: IoApic,
     uart: Uart,
@@ -73,7 +74,7 @@ pub struct Platform {
 
 impl Platform {
     pub fn new(
-        ram: &'static mut [u8],
+        ram: GuestRam<'static>,
         apic_id: u32,
         tsc_hz: u64,
         cpuid: cpuid::CpuidConfig,
@@ -110,8 +111,8 @@ impl Platform {
         self.channel = Some((channel, side));
     }
 
-    /// The guest's RAM, GPA 0 up.
-    pub fn ram(&self) -> &[u8] {
+    /// The guest's RAM, by guest-physical address.
+    pub fn ram(&self) -> GuestRam<'static> {
         self.ram
     }
 
@@ -382,7 +383,7 @@ impl Platform {
             PagingMode::Pae => decode::PagingMode::Pae,
             PagingMode::Long4 => decode::PagingMode::Long4,
         };
-        decode::fetch(self.ram, vcpu.cr3(), vcpu.rip(), mode)
+        decode::fetch(&self.ram, vcpu.cr3(), vcpu.rip(), mode)
     }
 
     /// Prints the guest's complete console lines with its prefix.

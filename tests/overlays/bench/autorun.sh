@@ -28,13 +28,21 @@ for size in $(arg sizes | tr , ' '); do
     shift
     vmlink-guest bench-rr udp $peer $u "$r"
     vmlink-guest bench-rr tcp $peer $size "$r"
+    # Receiving by mapping pages (TCP_ZEROCOPY_RECEIVE), alone and with
+    # MSG_ZEROCOPY sends, needs a page of payload at least.
+    if [ "$size" -ge 4096 ]; then
+        vmlink-guest bench-rr tcp-mmap $peer $size "$r"
+        vmlink-guest bench-rr tcp-zc $peer $size "$r"
+    fi
 done
-# Each bulk repetition twice: the sender writing normally (two copies on its
-# side) and with MSG_ZEROCOPY (only the driver's copy into the channel).
+# Each bulk repetition three times: the sender writing normally (two copies
+# on its side), with MSG_ZEROCOPY (only the driver's copy into the channel),
+# and with MSG_ZEROCOPY to a receiver that maps what it gets
+# (TCP_ZEROCOPY_RECEIVE).
 i=0
 while [ $i -lt "$(arg bulk_reps)" ]; do
     i=$((i + 1))
-    for send in copy zerocopy; do
+    for send in copy zerocopy zerocopy-mmap; do
         vmlink-guest bench-bulk $peer "$(arg bulk)" $i $send
     done
 done
