@@ -45,7 +45,7 @@ pub fn draw(report: &Report, out: &Path) -> Result<()> {
         Box::leak(font.into_boxed_slice()),
     )
     .map_err(|_| anyhow!("{FONT}: not a font"))?;
-    let root = BitMapBackend::new(out, (1400, 900)).into_drawing_area();
+    let root = BitMapBackend::new(out, (2100, 900)).into_drawing_area();
     root.fill(&WHITE)?;
     let (top, bottom) = root.split_vertically(450);
     let panels = [
@@ -58,8 +58,9 @@ pub fn draw(report: &Report, out: &Path) -> Result<()> {
         ),
     ];
     for (area, title, ydesc, latency) in panels {
-        let (left, right) = area.split_horizontally(700);
-        for (half, proto) in [(left, "tcp"), (right, "udp")] {
+        // Plain TCP, TCP with zero-copy sockets on both ends, UDP.
+        let thirds = area.split_evenly((1, 3));
+        for (half, proto) in thirds.iter().zip(["tcp", "tcp-zc", "udp"]) {
             let s = if latency {
                 series(report, proto, |_, c| c / 1000.0)
             } else {
@@ -70,7 +71,7 @@ pub fn draw(report: &Report, out: &Path) -> Result<()> {
                 .flat_map(|(_, p)| p.iter().map(|(_, y)| *y))
                 .fold(1.0f64, f64::max)
                 * 1.1;
-            let mut chart = ChartBuilder::on(&half)
+            let mut chart = ChartBuilder::on(half)
                 .caption(format!("{title}, {proto}"), ("sans-serif", 18))
                 .margin(12)
                 .x_label_area_size(40)
