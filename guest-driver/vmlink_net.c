@@ -740,12 +740,16 @@ static int vml_poll(struct napi_struct *napi, int budget)
 				     small ? ST_RX_COPYBREAK : ST_RX_COPIED, 1);
 		else
 			vml_count(p, ST_RX_ZEROCOPY, 1);
-		skb->protocol = eth_type_trans(skb, p->ndev);
+		/* Before eth_type_trans: the sender's checksum start counts
+		 * from the Ethernet header, where skb->data still is. (After
+		 * the pull it pointed ETH_HLEN bytes too far, and a frame
+		 * whose linear part is just its headers failed the bound.) */
 		if (!vml_rx_offloads(skb, &f.d[0])) {
 			vml_count(p, ST_RX_DROPS, 1);
 			dev_kfree_skb_any(skb);
 			continue;
 		}
+		skb->protocol = eth_type_trans(skb, p->ndev);
 		vml_count(p, ST_RX_PACKETS, 1);
 		vml_count(p, ST_RX_BYTES, f.bytes);
 		napi_gro_receive(napi, skb);
