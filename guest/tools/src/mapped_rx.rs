@@ -159,6 +159,9 @@ impl<'s> MappedReceiver<'s> {
         if self.copy.len() < n {
             self.copy.resize(n, 0);
         }
+        if n == 0 {
+            return Ok(());
+        }
         let (mut got, mut off, mut copied) = (0, 0, 0);
         // In request-response the message is rarely queued yet when the
         // receiver asks: wait first, rather than ask twice.
@@ -345,6 +348,9 @@ mod tests {
         });
         let (s, _) = l.accept().unwrap();
         let mut rx = MappedReceiver::new(&s, 128 << 10).unwrap();
+        // An empty message is there at once, and empty.
+        rx.recv_exact(0).unwrap();
+        assert!(rx.equals(&[]));
         for _ in 0..3 {
             rx.recv_exact(msg.len()).unwrap();
             assert!(rx.equals(&msg));
