@@ -446,7 +446,7 @@ fn selftest(frames: &mut FrameAllocator) -> ! {
     let ram = unsafe { core::slice::from_raw_parts_mut(hpa as *mut u8, RAM as usize) };
     ram.fill(0);
     t::build(ram);
-    let runs = crate::vmm::memmap::plan(hpa, RAM, None, None);
+    let runs = crate::vmm::memmap::plan(hpa, crate::vmm::memmap::high_ram(RAM, None), None, None);
     let ept = crate::vmm::memmap::build(&mut IdentityTables(frames), &runs, chosen.page_sizes())
         .unwrap_or_else(|| fatal(format_args!("no memory for EPT")));
     let boot = vcpu::BootState {

@@ -224,7 +224,7 @@ pub struct PathRun {
     /// (proto, size) → cycles and nanoseconds per round trip.
     pub rr: BTreeMap<(String, usize), (Spread, Spread)>,
     /// (proto, size) → bytes per received message the stack mapped
-    /// instead of copying (tcp-mmap only).
+    /// instead of copying (tcp-mmap and tcp-zc).
     pub rr_mapped: BTreeMap<(String, usize), u64>,
     pub bulk: Vec<BTreeMap<String, f64>>,
     pub copy_1500: Option<Spread>,
@@ -705,7 +705,7 @@ impl Report<'_> {
             Some(false) => "NOT MET",
             None => "not measured",
         };
-        for proto in ["udp", "tcp", "tcp-mmap", "tcp-zc"] {
+        for proto in std::iter::once("udp").chain(TCP_MODES) {
             for size in [16384, 65536] {
                 let size_key = if proto == "udp" && size == 65536 {
                     65507

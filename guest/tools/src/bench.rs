@@ -308,10 +308,10 @@ pub fn serve() -> Result<String, String> {
         std::thread::spawn(move || tcp_echo(c));
     })?;
     accept_on(TCP_MAPPED_ECHO, "tcp-mmap", |c| {
-        std::thread::spawn(move || tcp_mapped_echo(c));
+        std::thread::spawn(move || tcp_mapped_echo(c, false));
     })?;
     accept_on(TCP_ZC_ECHO, "tcp-zc", |c| {
-        std::thread::spawn(move || tcp_zc_echo(c));
+        std::thread::spawn(move || tcp_mapped_echo(c, true));
     })?;
     accept_on(BULK_SINK_MAPPED, "bulk-mmap", |c| {
         bulk_sink(c, true);
@@ -372,51 +372,48 @@ fn tcp_echo(mut c: TcpStream) {
 }
 
 /// `tcp_echo` receiving with TCP_ZEROCOPY_RECEIVE: each message goes back
-/// from the pages it arrived in (mapped ones included).
-fn tcp_mapped_echo(c: TcpStream) {
+/// from the pages it arrived in (mapped ones included), with `write` or
+/// (`zerocopy`) with MSG_ZEROCOPY. On vmlink's zero-copy path those pages
+/// are the sender's channel buffers, so with MSG_ZEROCOPY the only copy
+/// left is the driver's into this side's own.
+fn tcp_mapped_echo(c: TcpStream, zerocopy: bool) {
     let _ = c.set_nodelay(true);
+    let what = if zerocopy { "tcp-zc" } else { "tcp-mmap" };
     let Ok(mut rx) = MappedReceiver::new(&c, MAPPED_AREA) else {
-        println!("bench: ERROR tcp-mmap echo: cannot map the socket");
+        println!("bench: ERROR {what} echo: cannot map the socket");
         return;
     };
-    let mut len = [0u8; 4];
-    while (&c).read_exact(&mut len).is_ok() {
-        if rx.recv_exact(u32::from_le_bytes(len) as usize).is_err() || rx.echo().is_err() {
-            break;
+    let mut tx = None;
+    if zerocopy {
+        match zerocopy::Sender::new(&c) {
+            Ok(t) => tx = Some(t),
+            Err(e) => {
+                println!("bench: ERROR {what} echo: SO_ZEROCOPY: {e}");
+                return;
+            }
         }
     }
-}
-
-/// `tcp_mapped_echo` sending each message back with MSG_ZEROCOPY from
-/// where it arrived: on vmlink's zero-copy path the sender's channel
-/// buffers, so the only copy left is the driver's into this side's own.
-fn tcp_zc_echo(c: TcpStream) {
-    let _ = c.set_nodelay(true);
-    let (Ok(mut rx), Ok(mut tx)) = (
-        MappedReceiver::new(&c, MAPPED_AREA),
-        zerocopy::Sender::new(&c),
-    ) else {
-        println!("bench: ERROR tcp-zc echo: cannot map the socket or turn SO_ZEROCOPY on");
-        return;
-    };
     let mut len = [0u8; 4];
     while (&c).read_exact(&mut len).is_ok() {
         // The copy buffer is about to be reused: the stack must be done
-        // with what the last echo sent from it (its ACK came before this
-        // request). Mapped pages need no wait: the send holds references
-        // to them, and the next receive maps other pages in their place.
-        if rx.copied_any() {
+        // with what the last zero-copy echo sent from it (its ACK came
+        // before this request). Mapped pages need no wait: the send holds
+        // references to them, and the next receive maps other pages in
+        // their place.
+        if let Some(tx) = tx.as_mut().filter(|_| rx.copied_any()) {
             if let Err(e) = tx.finish(Duration::from_secs(20)) {
-                println!("bench: ERROR tcp-zc echo: {e}");
+                println!("bench: ERROR {what} echo: {e}");
                 return;
             }
         }
         if rx.recv_exact(u32::from_le_bytes(len) as usize).is_err() {
             break;
         }
-        let slices = rx.slices();
-        let mut iov: Vec<IoSlice> = slices.iter().map(|s| IoSlice::new(s)).collect();
-        if tx.send_all(&mut iov).is_err() {
+        let sent = match tx.as_mut() {
+            Some(tx) => tx.send_all(&mut rx.io_slices()),
+            None => rx.echo(),
+        };
+        if sent.is_err() {
             break;
         }
     }
@@ -608,7 +605,7 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
         let same = match &sock {
             Sock::Mapped(_, rx) | Sock::Zc(_, rx, _) => {
                 if rep >= 2 {
-                    mapped += rx.mapped as u64;
+                    mapped += rx.mapped() as u64;
                 }
                 rx.equals(&msg)
             }

@@ -53,8 +53,6 @@ pub struct MappedReceiver<'s> {
     len: usize,
     copy: Vec<u8>,
     pieces: Vec<Piece>,
-    /// Bytes of the last message that came mapped.
-    pub mapped: usize,
 }
 
 impl<'s> MappedReceiver<'s> {
@@ -84,7 +82,6 @@ impl<'s> MappedReceiver<'s> {
             len,
             copy: Vec::new(),
             pieces: Vec::new(),
-            mapped: 0,
         })
     }
 
@@ -135,6 +132,19 @@ impl<'s> MappedReceiver<'s> {
         Ok(zc)
     }
 
+    /// Notes what one receive brought: `mapped` bytes at `off` in the
+    /// mapping, then `copied` bytes at `copy_at` in the copy buffer.
+    /// Returns how many bytes that is.
+    fn record(&mut self, off: usize, mapped: usize, copy_at: usize, copied: usize) -> usize {
+        if mapped > 0 {
+            self.pieces.push(Piece::Mapped(off, mapped));
+        }
+        if copied > 0 {
+            self.pieces.push(Piece::Copied(copy_at, copied));
+        }
+        mapped + copied
+    }
+
     /// Waits until the socket has data (or an error or end).
     fn wait_readable(&self) -> io::Result<()> {
         let mut p = libc::pollfd {
@@ -155,7 +165,6 @@ impl<'s> MappedReceiver<'s> {
     /// a segment's straggling tail (under a page) whole.
     pub fn recv_exact(&mut self, n: usize) -> io::Result<()> {
         self.pieces.clear();
-        self.mapped = 0;
         if self.copy.len() < n {
             self.copy.resize(n, 0);
         }
@@ -179,17 +188,9 @@ impl<'s> MappedReceiver<'s> {
                 let zc = self.zerocopy(off, want, copied, room)?;
                 let mapped = zc.length as usize;
                 let straggled = zc.copybuf_len.max(0) as usize;
-                if mapped > 0 {
-                    self.pieces.push(Piece::Mapped(off, mapped));
-                    off += mapped;
-                    got += mapped;
-                    self.mapped += mapped;
-                }
-                if straggled > 0 {
-                    self.pieces.push(Piece::Copied(copied, straggled));
-                    copied += straggled;
-                    got += straggled;
-                }
+                got += self.record(off, mapped, copied, straggled);
+                off += mapped;
+                copied += straggled;
                 if got > n {
                     // Only a peer that broke request-response gets here.
                     return Err(io::Error::new(
@@ -212,9 +213,8 @@ impl<'s> MappedReceiver<'s> {
             if k == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
-            self.pieces.push(Piece::Copied(copied, k));
+            got += self.record(off, 0, copied, k);
             copied += k;
-            got += k;
         }
         Ok(())
     }
@@ -226,7 +226,6 @@ impl<'s> MappedReceiver<'s> {
     /// queued byte is the receiver's (`recv_exact` is for messages).
     pub fn recv_some(&mut self, max: usize) -> io::Result<usize> {
         self.pieces.clear();
-        self.mapped = 0;
         if self.copy.len() < max + PAGE {
             self.copy.resize(max + PAGE, 0);
         }
@@ -239,16 +238,9 @@ impl<'s> MappedReceiver<'s> {
                     Err(e) if e.raw_os_error() == Some(libc::EIO) => return Ok(0),
                     r => r?,
                 };
-                let (mapped, straggled) = (zc.length as usize, zc.copybuf_len.max(0) as usize);
-                if mapped > 0 {
-                    self.pieces.push(Piece::Mapped(0, mapped));
-                    self.mapped = mapped;
-                }
-                if straggled > 0 {
-                    self.pieces.push(Piece::Copied(0, straggled));
-                }
-                if mapped + straggled > 0 {
-                    return Ok(mapped + straggled);
+                let got = self.record(0, zc.length as usize, 0, zc.copybuf_len.max(0) as usize);
+                if got > 0 {
+                    return Ok(got);
                 }
                 skip = (zc.recv_skip_hint as usize).min(max);
                 if skip == 0 {
@@ -257,10 +249,7 @@ impl<'s> MappedReceiver<'s> {
                 }
             }
             let k = (&*self.sock).read(&mut self.copy[..skip])?;
-            if k > 0 {
-                self.pieces.push(Piece::Copied(0, k));
-            }
-            return Ok(k);
+            return Ok(self.record(0, 0, 0, k));
         }
     }
 
@@ -281,10 +270,25 @@ impl<'s> MappedReceiver<'s> {
             .collect()
     }
 
+    /// The same, ready for a vectored send.
+    pub fn io_slices(&self) -> Vec<IoSlice<'_>> {
+        self.slices().into_iter().map(IoSlice::new).collect()
+    }
+
+    /// Bytes of the last message that came mapped.
+    pub fn mapped(&self) -> usize {
+        self.pieces
+            .iter()
+            .map(|p| match *p {
+                Piece::Mapped(_, len) => len,
+                Piece::Copied(..) => 0,
+            })
+            .sum()
+    }
+
     /// Sends the last message back on the socket.
     pub fn echo(&self) -> io::Result<()> {
-        let slices = self.slices();
-        let mut iov: Vec<IoSlice> = slices.iter().map(|s| IoSlice::new(s)).collect();
+        let mut iov = self.io_slices();
         let mut bufs = &mut iov[..];
         while !bufs.is_empty() {
             let k = (&*self.sock).write_vectored(bufs)?;

@@ -53,21 +53,39 @@ impl<'a> Sender<'a> {
         })
     }
 
-    /// Sends some of `data`, blocking; returns how much went. `data` must
-    /// not change until its send completes: the stack reads it later.
+    /// Sends some of `data`, blocking; returns how much went. `data` is
+    /// 'static and shared, so it never changes: pages the stack still
+    /// references after the call keep the bytes that were sent.
     pub fn send(&mut self, data: &'static [u8]) -> io::Result<usize> {
+        self.reap(false)?;
+        self.send_once(&mut [IoSlice::new(data)])
+    }
+
+    /// Sends all of `bufs` with MSG_ZEROCOPY, blocking. The stack reads
+    /// the bytes until the sends complete (retransmissions included): the
+    /// caller keeps them unchanged until [`finish`](Self::finish).
+    pub fn send_all(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
+        let mut bufs = bufs;
+        while !bufs.is_empty() {
+            let k = self.send_once(&mut *bufs)?;
+            IoSlice::advance_slices(&mut bufs, k);
+        }
+        Ok(())
+    }
+
+    /// One MSG_ZEROCOPY `sendmsg` of `bufs`, blocking, retried after an
+    /// interruption and after running out of locked memory; returns how
+    /// much went.
+    fn send_once(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<usize> {
         loop {
-            self.reap(false)?;
-            // SAFETY: `data` is valid for its length and, being 'static
-            // and shared, is never modified, so pages the stack still
-            // references after the call keep the bytes that were sent.
+            // SAFETY: IoSlice is ABI-compatible with iovec; the msghdr
+            // points at `bufs`, live slices, for the call's duration. Pages
+            // the stack keeps after it returns are pinned by the kernel.
             let r = unsafe {
-                libc::send(
-                    self.sock.as_raw_fd(),
-                    data.as_ptr().cast(),
-                    data.len(),
-                    libc::MSG_ZEROCOPY,
-                )
+                let mut m: libc::msghdr = core::mem::zeroed();
+                m.msg_iov = bufs.as_mut_ptr().cast();
+                m.msg_iovlen = bufs.len() as _;
+                libc::sendmsg(self.sock.as_raw_fd(), &m, libc::MSG_ZEROCOPY)
             };
             if r >= 0 {
                 self.sends += 1;
@@ -82,36 +100,6 @@ impl<'a> Sender<'a> {
                 _ => return Err(e),
             }
         }
-    }
-
-    /// Sends all of `bufs` with MSG_ZEROCOPY, blocking. The stack reads
-    /// the bytes until the sends complete (retransmissions included): the
-    /// caller keeps them unchanged until [`finish`](Self::finish).
-    pub fn send_all(&mut self, bufs: &mut [IoSlice<'_>]) -> io::Result<()> {
-        let mut bufs = bufs;
-        while !bufs.is_empty() {
-            // SAFETY: IoSlice is ABI-compatible with iovec; the msghdr
-            // points at `bufs`, live slices, for the call's duration. Pages
-            // the stack keeps after it returns are pinned by the kernel.
-            let r = unsafe {
-                let mut m: libc::msghdr = core::mem::zeroed();
-                m.msg_iov = bufs.as_mut_ptr().cast();
-                m.msg_iovlen = bufs.len() as _;
-                libc::sendmsg(self.sock.as_raw_fd(), &m, libc::MSG_ZEROCOPY)
-            };
-            if r >= 0 {
-                self.sends += 1;
-                IoSlice::advance_slices(&mut bufs, r as usize);
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            match e.raw_os_error() {
-                Some(libc::ENOBUFS) => self.reap(true)?,
-                Some(libc::EINTR) => {}
-                _ => return Err(e),
-            }
-        }
-        Ok(())
     }
 
     /// Reads the completions already queued, without waiting.

@@ -194,12 +194,7 @@ fn build(
     } else {
         None
     };
-    let runs = memmap::plan(
-        hpa,
-        ram_bytes,
-        channel.map(|c| (&c.frames, index)),
-        apic_access,
-    );
+    let runs = memmap::plan(hpa, split, channel.map(|c| (&c.frames, index)), apic_access);
     let ept = memmap::build(&mut IdentityTables(frames), &runs, chosen.page_sizes())
         .ok_or("no memory for EPT")?;
     let state = vcpu::BootState {

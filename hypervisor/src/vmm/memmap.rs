@@ -74,16 +74,17 @@ pub struct Run {
 }
 
 /// The runs of the guest on `side` (0 or 1) of the channel, or of a guest
-/// without one. `apic_access` is the page a CPU that virtualizes the local
-/// APIC recognises accesses by; without it the APIC page stays unmapped and
+/// without one, whose RAM starts at `ram_hpa` and lies as `split` says
+/// ([`high_ram`]: the loader lays the guest out by the same split).
+/// `apic_access` is the page a CPU that virtualizes the local APIC
+/// recognises accesses by; without it the APIC page stays unmapped and
 /// every access exits as an EPT violation.
 pub fn plan(
     ram_hpa: u64,
-    ram_bytes: u64,
+    split: RamSplit,
     channel: Option<(&ChannelFrames, usize)>,
     apic_access: Option<u64>,
 ) -> Vec<Run> {
-    let split = high_ram(ram_bytes, channel.map(|(c, _)| c.layout.region_size));
     let mut runs = alloc::vec![Run {
         gpa: 0,
         hpa: ram_hpa,
@@ -199,7 +200,7 @@ mod tests {
         for (side, mib) in sizes_mib.iter().enumerate() {
             let bytes = mib << 20;
             let hpa = mem.frames.alloc(bytes, 2 << 20).unwrap();
-            let runs = plan(hpa, bytes, Some((&ch, side)), None);
+            let runs = plan(hpa, high_ram(bytes, Some(region)), Some((&ch, side)), None);
             let ept = build(&mut mem, &runs, sizes).unwrap();
             guests.push((Range::new(hpa, hpa + bytes), walk(&ept, &mem)));
         }
@@ -318,7 +319,7 @@ mod tests {
 
     #[test]
     fn a_guest_without_channel_maps_only_its_ram() {
-        let runs = plan(0x4000_0000, 32 << 20, None, None);
+        let runs = plan(0x4000_0000, high_ram(32 << 20, None), None, None);
         assert_eq!(
             runs,
             vec![Run {
@@ -332,7 +333,7 @@ mod tests {
 
     #[test]
     fn the_apic_access_page_is_mapped_data_only_where_given() {
-        let runs = plan(0x4000_0000, 32 << 20, None, Some(0x7000));
+        let runs = plan(0x4000_0000, high_ram(32 << 20, None), None, Some(0x7000));
         assert_eq!(
             runs[1],
             Run {
