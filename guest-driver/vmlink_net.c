@@ -54,11 +54,13 @@ module_param(rx_mode, charp, 0444);
 MODULE_PARM_DESC(rx_mode, "copy|zerocopy: how received payloads reach the stack");
 /* Ring entries, not frames: the event index compares entries, and a 64 KiB
  * frame takes 16 of them while an ACK takes one. Larger batches save exits
- * in bulk transfers but make a receiver whose application is still reading
- * wait for its next halt (README: a 64 KiB TCP round trip 6% slower at 64). */
-static unsigned int rx_batch = 4;
+ * in bulk transfers (ACKs), but a receiver that is running finds a frame
+ * short of the batch only when it halts or at its next timer tick (4 ms at
+ * HZ=250): an application spinning on a socket waited that long for a
+ * small reply. So the default rings for every frame. */
+static unsigned int rx_batch = 1;
 module_param(rx_batch, uint, 0444);
-MODULE_PARM_DESC(rx_batch, "ring entries (4 KiB buffers) the peer may publish while we run before it rings, at most half the ring (1: ring for each frame; the hypervisor tells us of the rest when we halt or at our next tick)");
+MODULE_PARM_DESC(rx_batch, "ring entries (4 KiB buffers) the peer may publish while we run before it rings, at most half the ring (default 1: ring for each frame; above 1 the hypervisor tells us of the rest when we halt or at our next tick)");
 static char *tx_mode = "ring";
 module_param(tx_mode, charp, 0444);
 MODULE_PARM_DESC(tx_mode, "ring|mediated: write frames into the ring, or hand each to the hypervisor");

@@ -357,18 +357,27 @@ pub fn stop(peer: &str) -> Result<String, String> {
     Ok(format!("server on {peer} stopped"))
 }
 
-/// A TCP echo connection: each message is a 4-byte length and that many
-/// bytes, sent back as they came.
+/// The message size a TCP echo connection starts with (4 bytes, little
+/// endian); every message on it then has that size and nothing else, as
+/// in netperf's TCP_RR. (A length before each message cost a frame of its
+/// own per round trip, and made the receiver wake twice when the two
+/// frames came apart.)
+fn echo_size(c: &TcpStream) -> Option<usize> {
+    let mut len = [0u8; 4];
+    let mut c = c;
+    c.read_exact(&mut len).ok()?;
+    Some(u32::from_le_bytes(len) as usize)
+}
+
+/// A TCP echo connection: messages of the size it starts with, each sent
+/// back as it came.
 fn tcp_echo(mut c: TcpStream) {
     let _ = c.set_nodelay(true);
-    let mut len = [0u8; 4];
-    let mut buf = Vec::new();
-    while c.read_exact(&mut len).is_ok() {
-        buf.resize(u32::from_le_bytes(len) as usize, 0);
-        if c.read_exact(&mut buf).is_err() || c.write_all(&buf).is_err() {
-            break;
-        }
-    }
+    let Some(size) = echo_size(&c) else {
+        return;
+    };
+    let mut buf = vec![0u8; size];
+    while c.read_exact(&mut buf).is_ok() && c.write_all(&buf).is_ok() {}
 }
 
 /// `tcp_echo` receiving with TCP_ZEROCOPY_RECEIVE: each message goes back
@@ -393,20 +402,22 @@ fn tcp_mapped_echo(c: TcpStream, zerocopy: bool) {
             }
         }
     }
-    let mut len = [0u8; 4];
-    while (&c).read_exact(&mut len).is_ok() {
+    let Some(size) = echo_size(&c) else {
+        return;
+    };
+    loop {
         // The copy buffer is about to be reused: the stack must be done
-        // with what the last zero-copy echo sent from it (its ACK came
-        // before this request). Mapped pages need no wait: the send holds
-        // references to them, and the next receive maps other pages in
-        // their place.
+        // with what the last zero-copy echo sent from it (its ACK comes
+        // with the next request at the latest). Mapped pages need no
+        // wait: the send holds references to them, and the next receive
+        // maps other pages in their place.
         if let Some(tx) = tx.as_mut().filter(|_| rx.copied_any()) {
             if let Err(e) = tx.finish(Duration::from_secs(20)) {
                 println!("bench: ERROR {what} echo: {e}");
                 return;
             }
         }
-        if rx.recv_exact(u32::from_le_bytes(len) as usize).is_err() {
+        if rx.recv_exact(size).is_err() {
             break;
         }
         let sent = match tx.as_mut() {
@@ -519,7 +530,7 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
         Udp(UdpSocket),
         Tcp(&'s TcpStream),
         Mapped(&'s TcpStream, MappedReceiver<'s>),
-        Zc(&'s TcpStream, MappedReceiver<'s>, zerocopy::Sender<'s>),
+        Zc(MappedReceiver<'s>, zerocopy::Sender<'s>),
     }
     let tcp_port = match proto {
         "udp" => None,
@@ -530,9 +541,12 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
     };
     let stream = match tcp_port {
         Some(port) => {
-            let s =
+            let mut s =
                 TcpStream::connect((peer, port)).map_err(|e| format!("{proto} to {peer}: {e}"))?;
             s.set_nodelay(true).map_err(|e| e.to_string())?;
+            // The message size, once (`echo_size`).
+            s.write_all(&(size as u32).to_le_bytes())
+                .map_err(|e| format!("{proto} to {peer}: {e}"))?;
             Some(s)
         }
         None => None,
@@ -544,7 +558,6 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
             MappedReceiver::new(s, MAPPED_AREA).map_err(|e| format!("map the socket: {e}"))?,
         ),
         (Some(s), _) => Sock::Zc(
-            s,
             MappedReceiver::new(s, MAPPED_AREA).map_err(|e| format!("map the socket: {e}"))?,
             zerocopy::Sender::new(s).map_err(|e| format!("SO_ZEROCOPY: {e}"))?,
         ),
@@ -575,35 +588,32 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
                 }
             }
             Sock::Tcp(s) => {
-                s.write_all(&(size as u32).to_le_bytes())
-                    .and_then(|_| s.write_all(&msg))
+                s.write_all(&msg)
                     .and_then(|_| s.read_exact(&mut back))
                     .map_err(|e| format!("round trip {rep}: {e}"))?;
             }
             Sock::Mapped(s, rx) => {
-                s.write_all(&(size as u32).to_le_bytes())
-                    .and_then(|_| s.write_all(&msg))
+                s.write_all(&msg)
                     .and_then(|_| rx.recv_exact(size))
                     .map_err(|e| format!("round trip {rep}: {e}"))?;
             }
-            Sock::Zc(s, rx, tx) => {
+            Sock::Zc(rx, tx) => {
                 // Completions are read inside the round trip: they are
                 // part of what sending this way costs.
-                s.write_all(&(size as u32).to_le_bytes())
-                    .and_then(|_| tx.send_all(&mut [IoSlice::new(&msg)]))
+                tx.send_all(&mut [IoSlice::new(&msg)])
                     .and_then(|_| rx.recv_exact(size))
                     .and_then(|_| tx.reap_queued())
                     .map_err(|e| format!("round trip {rep}: {e}"))?;
             }
         }
         let (c1, t1) = (rdtsc(), t0.elapsed());
-        if let Sock::Zc(_, _, tx) = &mut sock {
+        if let Sock::Zc(_, tx) = &mut sock {
             // `msg` changes for the next round trip.
             tx.finish(Duration::from_secs(20))
                 .map_err(|e| format!("round trip {rep}: {e}"))?;
         }
         let same = match &sock {
-            Sock::Mapped(_, rx) | Sock::Zc(_, rx, _) => {
+            Sock::Mapped(_, rx) | Sock::Zc(rx, _) => {
                 if rep >= 2 {
                     mapped += rx.mapped() as u64;
                 }
