@@ -112,6 +112,10 @@ pub struct Boot {
     pub megs: u32,
     pub timeout: Option<Duration>,
     pub console: Console,
+    /// Ends the run early when it returns a reason for a console line (a
+    /// guest lost mid-run, which its peer would wait for until the
+    /// timeout).
+    pub give_up: Option<fn(&str) -> Option<String>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,6 +127,8 @@ pub enum Outcome {
     TimedOut(Duration),
     /// Stopped because this tool got SIGINT/SIGTERM/SIGHUP.
     Interrupted,
+    /// Stopped early: `Boot::give_up` named this reason.
+    GaveUp(String),
 }
 
 impl fmt::Display for Outcome {
@@ -139,6 +145,7 @@ impl fmt::Display for Outcome {
             Outcome::Exited(None) => write!(f, "emulator was killed by a signal"),
             Outcome::TimedOut(d) => write!(f, "timed out after {}s", d.as_secs()),
             Outcome::Interrupted => write!(f, "interrupted"),
+            Outcome::GaveUp(why) => write!(f, "stopped early: {why}"),
         }
     }
 }
@@ -280,6 +287,7 @@ pub fn run_interactive(
         } else {
             Console::Interactive
         },
+        give_up: None,
     };
     let cap = self::boot(&boot)?;
     eprintln!(
@@ -610,6 +618,7 @@ pub fn boot(b: &Boot) -> Result<Capture> {
     let mut exited = None;
     let mut timed_out = false;
     let mut was_interrupted = false;
+    let mut gave_up = None;
     let echo = |lines: &[String]| {
         if b.console == Console::Quiet || interactive {
             return;
@@ -642,6 +651,9 @@ pub fn boot(b: &Boot) -> Result<Capture> {
                     halted = Some((s, Instant::now()));
                 }
             }
+            if gave_up.is_none() {
+                gave_up = b.give_up.and_then(|f| f(l));
+            }
         }
         lines.extend(new);
         if let Some(st) = status {
@@ -650,6 +662,9 @@ pub fn boot(b: &Boot) -> Result<Capture> {
         }
         if INTERRUPTED.load(Ordering::SeqCst) {
             was_interrupted = true;
+            break;
+        }
+        if gave_up.is_some() && halted.is_none() {
             break;
         }
         if let Some((_, at)) = &halted {
@@ -674,6 +689,8 @@ pub fn boot(b: &Boot) -> Result<Capture> {
     }
     let outcome = if was_interrupted {
         Outcome::Interrupted
+    } else if let Some(why) = gave_up.filter(|_| halted.is_none()) {
+        Outcome::GaveUp(why)
     } else if let Some((s, _)) = halted {
         Outcome::Halted(s)
     } else if let Some(code) = exited {

@@ -349,6 +349,7 @@ fn boot_for(c: &Checked, a: &Artifacts) -> Result<Boot> {
         megs: s.megs.unwrap_or(emulator::DEFAULT_MEGS),
         timeout: Some(Duration::from_secs(s.timeout)),
         console: Console::Stream,
+        give_up: None,
     })
 }
 
