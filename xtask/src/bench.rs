@@ -1113,6 +1113,8 @@ pub fn run(choice: Choice, o: &Options) -> Result<()> {
         match &cap.outcome {
             Outcome::Halted(s) if s == "ok" => {}
             Outcome::Interrupted => bail!("interrupted"),
+            // Why it stopped says more than what it did not finish.
+            o @ Outcome::GaveUp(_) => r.error = Some(format!("the run ended: {o}")),
             o => {
                 r.error.get_or_insert_with(|| format!("the run ended: {o}"));
             }
