@@ -1105,7 +1105,7 @@ pub fn run(choice: Choice, o: &Options) -> Result<()> {
             megs: machine.megs,
             timeout: Some(timeout),
             console: Console::Stream,
-            give_up: Some(guest_lost),
+            give_up: Some(crate::serial::guest_lost),
         };
         eprintln!("==> bench path {}: {}", path.id, path.what);
         let cap = emulator::boot(&boot)?;
@@ -1132,24 +1132,6 @@ pub fn run(choice: Choice, o: &Options) -> Result<()> {
         },
         &dir,
     )
-}
-
-/// A guest the hypervisor stopped mid-run (it crashed, reset or
-/// faulted): the path has failed, and its peer would wait for it until
-/// the run's timeout (hours). Fate lines: `[cpuN] NAME: FATE`
-/// (hypervisor `vmm::Fate`); powering off is the normal end.
-fn guest_lost(line: &str) -> Option<String> {
-    let (_, msg) = line.strip_prefix("[cpu")?.split_once("] ")?;
-    let (vm, fate) = msg.split_once(": ")?;
-    const LOST: [&str; 4] = [
-        "requested a reset",
-        "triple fault",
-        "halted with interrupts disabled",
-        "stopped: ",
-    ];
-    LOST.iter()
-        .any(|f| fate.starts_with(f))
-        .then(|| format!("{vm} {fate}"))
 }
 
 fn write_report(report: Report, dir: &std::path::Path) -> Result<()> {
@@ -1186,19 +1168,6 @@ mod tests {
     const BULK: &str = "[vm0] bench: bulk seed=1 bytes=3000000 ns=2000000 tx_busy=1000000 tx_cycles=2000000 tx_tx_packets=100 tx_rx_packets=50 tx_exits=20 tx_interrupts=5";
     const BULK_RX: &str = "[vm0] bench: bulk-rx seed=1 rx_busy=600000 rx_cycles=2000000 rx_tx_packets=50 rx_rx_packets=100 rx_exits=10 rx_interrupts=5";
     const BULK_EXITS: &str = "[vm0] bench: bulk-exits seed=1 tx_exit_causes=1/2/3/4/5/0/0/0/0/5 rx_exit_causes=10/0/0/0/0/0/0/0/0/0";
-
-    #[test]
-    fn a_guest_lost_mid_run_ends_the_path() {
-        assert_eq!(
-            guest_lost("[cpu1] vm1: requested a reset (treated as stop)").as_deref(),
-            Some("vm1 requested a reset (treated as stop)")
-        );
-        assert!(guest_lost("[cpu0] vm0: stopped: EPT violation at 0x1000").is_some());
-        assert!(guest_lost("[cpu0] vm0: triple fault").is_some());
-        assert_eq!(guest_lost("[cpu0] vm0: powered off"), None);
-        assert_eq!(guest_lost("[cpu1] vm1: channel: doorbells rung=0"), None);
-        assert_eq!(guest_lost("[vm1] bench: stopped: by the peer"), None);
-    }
 
     #[test]
     fn config_has_the_path_and_workload() {

@@ -97,6 +97,25 @@ pub fn halt_status(line: &str) -> Option<String> {
     Some(if word.is_empty() { "unknown" } else { word }.to_string())
 }
 
+/// The guest and its fate, if `line` says the hypervisor stopped a guest
+/// (it crashed, reset or faulted): a run with two guests has then failed,
+/// and the other would wait for it until the run's timeout. Fate lines
+/// are `[cpuN] NAME: FATE` (hypervisor `vmm::Fate`); powering off is the
+/// normal end.
+pub fn guest_lost(line: &str) -> Option<String> {
+    let (_, msg) = line.strip_prefix("[cpu")?.split_once("] ")?;
+    let (vm, fate) = msg.split_once(": ")?;
+    const LOST: [&str; 4] = [
+        "requested a reset",
+        "triple fault",
+        "halted with interrupts disabled",
+        "stopped: ",
+    ];
+    LOST.iter()
+        .any(|f| fate.starts_with(f))
+        .then(|| format!("{vm} {fate}"))
+}
+
 /// The status word a QEMU exit code stands for when the hypervisor wrote
 /// it to the isa-debug-exit port (QEMU exits with `(status << 1) | 1`).
 pub fn qemu_exit_status(code: i32) -> Option<&'static str> {
@@ -164,6 +183,19 @@ mod tests {
             Some("unknown")
         );
         assert_eq!(halt_status("[cpu0] all 2 CPUs online"), None);
+    }
+
+    #[test]
+    fn lost_guests() {
+        assert_eq!(
+            guest_lost("[cpu1] vm1: requested a reset (treated as stop)").as_deref(),
+            Some("vm1 requested a reset (treated as stop)")
+        );
+        assert!(guest_lost("[cpu0] vm0: stopped: EPT violation at 0x1000").is_some());
+        assert!(guest_lost("[cpu0] vm0: triple fault").is_some());
+        assert_eq!(guest_lost("[cpu0] vm0: powered off"), None);
+        assert_eq!(guest_lost("[cpu1] vm1: channel: doorbells rung=0"), None);
+        assert_eq!(guest_lost("[vm1] bench: stopped: by the peer"), None);
     }
 
     #[test]
