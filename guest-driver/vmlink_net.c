@@ -70,6 +70,7 @@ enum vml_stat {
 	ST_DOORBELLS, ST_INTERRUPTS, ST_RX_ZEROCOPY, ST_RX_COPIED,
 	ST_LAZY_COPIES, ST_TX_DROPS, ST_RX_DROPS, ST_TX_BUSY,
 	ST_LINK_RESETS, ST_MEDIATED, ST_RX_COPYBREAK, ST_DOORBELLS_SKIPPED,
+	ST_RX_MID_FREE,
 	/* Gauges, filled when read. */
 	ST_RX_HELD, ST_TX_FREE, ST_TX_STOPPED,
 	ST_FAULT0,
@@ -81,6 +82,7 @@ static const char vml_stat_names[][ETH_GSTRING_LEN] = {
 	"doorbells", "interrupts", "rx_zerocopy", "rx_copied",
 	"lazy_copies", "tx_drops", "rx_drops", "tx_busy",
 	"link_resets", "tx_mediated", "rx_copybreak", "doorbells_skipped",
+	"rx_mid_free",
 	"rx_held", "tx_free", "tx_stopped",
 	"fault_none", "fault_bad_buffer", "fault_bad_length", "fault_bad_flags",
 	"fault_too_many_frags", "fault_index_jump", "fault_bad_return",
@@ -649,6 +651,17 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 
 	if (first == f->count)
 		return vml_rx_copy(p, f);
+	/* free_zone_device_page calls page_free, which gave this buffer
+	 * back to the peer, before it sets the page's count back to 1: a page
+	 * still at 0 is being freed in the context this softirq interrupted.
+	 * Lent now, that late reset would overwrite whatever references the
+	 * stack took meanwhile; copy instead. */
+	for (i = first; i < f->count; i++) {
+		if (page_ref_count(pfn_to_page(p->peer_buf_pfn + f->d[i].buf)) != 1) {
+			vml_count(p, ST_RX_MID_FREE, 1);
+			return vml_rx_copy(p, f);
+		}
+	}
 	node = llist_del_first(&p->rxf_free);
 	if (!node)
 		return vml_rx_copy(p, f);

@@ -49,7 +49,8 @@ pub enum VmExit {
         value: u32,
     },
     /// The guest ended `vector`, which is marked as needing it, in its
-    /// local APIC (a level-triggered line waiting for its EOI).
+    /// local APIC: a level-triggered line waiting for its EOI, or a vector
+    /// the backend showed with others waiting behind it (`vm::vid`).
     ApicEoi {
         vector: u8,
     },
@@ -142,7 +143,8 @@ pub trait Vcpu {
     /// virtual-interrupt delivery). Without it the caller injects each
     /// vector and emulates every APIC access.
     fn delivers_interrupts(&self) -> bool;
-    /// Hands the APIC state to the CPU for the next entry.
+    /// Hands the APIC state to the CPU for the next entry; what it shows
+    /// the CPU of the pending vectors is `vm::vid::expose`'s choice.
     fn set_apic_state(&mut self, s: &ApicState);
     /// Reads back what the CPU changed while the guest ran (IRR, ISR, TPR).
     fn apic_state(&self, s: &mut ApicState);

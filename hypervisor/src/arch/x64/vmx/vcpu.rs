@@ -12,6 +12,7 @@ use super::vmcs::{self, control, guest, host, ro};
 use crate::arch::x64::{cpu, idt};
 use crate::frames::FrameAllocator;
 use crate::vcpu::{highest_vector, ApicState, Gpr, PagingMode, Vcpu, VmExit};
+use crate::vm::vid;
 
 /// The guest's initial 64-bit state (Linux's 64-bit boot protocol).
 #[derive(Clone, Copy, Debug)]
@@ -77,8 +78,8 @@ struct VirtualApic {
     page: u64,
     /// Guest-physical address of the APIC page, for the exits it causes.
     gpa: u64,
-    /// Pending vectors kept out of the page while the APIC is software-
-    /// disabled (the CPU would deliver them), handed back on exit.
+    /// Pending vectors kept out of the page (`vid::expose`), handed back
+    /// on exit.
     withheld: [u32; 8],
     eoi_exits: [u64; 4],
 }
@@ -737,11 +738,16 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_apic_state(&mut self, s: &ApicState) {
+        if self.vapic.is_none() {
+            return;
+        }
+        let e = vid::expose(s, self.interruptible());
+        self.request_interrupt_window(e.window);
         let Some(a) = self.vapic.as_mut() else {
             return;
         };
-        let pending = if s.enabled { s.irr } else { [0; 8] };
-        a.withheld = if s.enabled { [0; 8] } else { s.irr };
+        let pending = e.shown;
+        a.withheld = e.withheld;
         for i in 0..8u32 {
             a.write(0x200 + i * 0x10, pending[i as usize]);
             a.write(0x100 + i * 0x10, s.isr[i as usize]);
@@ -754,9 +760,13 @@ impl Vcpu for VmxVcpu {
         let byte = |bits: &[u32; 8]| u64::from(highest_vector(bits).unwrap_or(0));
         let status = (byte(&s.isr) << 8) | byte(&pending);
         vmcs::write(guest::INTERRUPT_STATUS, status);
-        if a.eoi_exits != s.eoi_exits {
-            a.eoi_exits = s.eoi_exits;
-            for (f, v) in EOI_EXIT_FIELDS.into_iter().zip(s.eoi_exits) {
+        let mut eoi_exits = s.eoi_exits;
+        if let Some(v) = e.eoi_exit {
+            eoi_exits[usize::from(v / 64)] |= 1 << (v % 64);
+        }
+        if a.eoi_exits != eoi_exits {
+            a.eoi_exits = eoi_exits;
+            for (f, v) in EOI_EXIT_FIELDS.into_iter().zip(eoi_exits) {
                 vmcs::write(f, v);
             }
         }
