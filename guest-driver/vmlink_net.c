@@ -127,7 +127,11 @@ struct vml_priv {
 	const u32 *peer_ret;
 	const u8 *peer_buf;
 	unsigned long peer_buf_pfn;
-	/* tx_lock: pool, tx_prod, ret_cons (transmit and reclaim). */
+	/* tx_lock: pool, tx_prod, ret_cons (transmit and reclaim). Taken
+	 * with bottom halves off (transmit, NAPI, or _bh), never from a
+	 * hard interrupt: interrupts stay on while a frame is copied into
+	 * the region, which is most of a sender's time, so an interrupt for
+	 * it is taken at once instead of after the copy. */
 	spinlock_t tx_lock;
 	struct vml_pool pool;
 	u32 tx_prod, ret_cons;
@@ -286,11 +290,11 @@ static void vml_reset_section(struct vml_priv *p)
 {
 	unsigned long flags;
 
-	spin_lock_irqsave(&p->tx_lock, flags);
+	spin_lock_bh(&p->tx_lock);
 	vml_pool_reset(&p->pool);
 	p->tx_prod = 0;
 	p->ret_cons = 0;
-	spin_unlock_irqrestore(&p->tx_lock, flags);
+	spin_unlock_bh(&p->tx_lock);
 	spin_lock_irqsave(&p->ret_lock, flags);
 	p->ret_prod = 0;
 	p->epoch++;
@@ -367,11 +371,10 @@ static bool vml_tx_room(struct vml_priv *p, u32 need)
  */
 static void vml_reclaim_tx(struct vml_priv *p)
 {
-	unsigned long flags;
 	bool wake = false;
 	long got;
 
-	spin_lock_irqsave(&p->tx_lock, flags);
+	spin_lock(&p->tx_lock);
 	while (p->peer_up) {
 		u32 prod = READ_ONCE(p->peer_ctl->ret_prod);
 
@@ -394,7 +397,7 @@ static void vml_reclaim_tx(struct vml_priv *p)
 		if (READ_ONCE(p->peer_ctl->ret_prod) == p->ret_cons)
 			break;
 	}
-	spin_unlock_irqrestore(&p->tx_lock, flags);
+	spin_unlock(&p->tx_lock);
 	if (wake)
 		netif_wake_queue(p->ndev);
 }
@@ -410,16 +413,15 @@ static u32 vml_ring_free(struct vml_priv *p)
 
 static netdev_tx_t vml_xmit_mediated(struct vml_priv *p, struct sk_buff *skb)
 {
-	unsigned long flags;
 	long buf, r;
 
 	if (skb_linearize(skb) || skb->len > VMLINK_BUFFER_SIZE)
 		goto drop;
-	spin_lock_irqsave(&p->tx_lock, flags);
+	spin_lock(&p->tx_lock);
 	buf = vml_tx_room(p, 1) ? vml_pool_get(&p->pool) : -1;
 	if (buf < 0) {
 		netif_stop_queue(p->ndev);
-		spin_unlock_irqrestore(&p->tx_lock, flags);
+		spin_unlock(&p->tx_lock);
 		vml_count(p, ST_TX_BUSY, 1);
 		vml_reclaim_tx(p);
 		return NETDEV_TX_BUSY;
@@ -429,7 +431,7 @@ static netdev_tx_t vml_xmit_mediated(struct vml_priv *p, struct sk_buff *skb)
 		p->tx_prod++;
 	else
 		vml_pool_put(&p->pool, buf);
-	spin_unlock_irqrestore(&p->tx_lock, flags);
+	spin_unlock(&p->tx_lock);
 	if (r != 0)
 		goto drop;
 	vml_count(p, ST_MEDIATED, 1);
@@ -465,7 +467,6 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 	u32 head = vml_tx_head(skb);
 	u32 need = (head ? 1 : 0) + DIV_ROUND_UP(skb->len - head, VMLINK_BUFFER_SIZE);
 	u32 i, old, off = 0;
-	unsigned long flags;
 	u16 first_flags = 0;
 	bool ring;
 
@@ -487,12 +488,12 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 		else
 			goto drop;
 	}
-	spin_lock_irqsave(&p->tx_lock, flags);
+	spin_lock(&p->tx_lock);
 	if (!vml_tx_room(p, need)) {
 		/* vml_reclaim_tx asks for an interrupt when buffers come
 		 * back, and wakes the queue if they already have. */
 		netif_stop_queue(ndev);
-		spin_unlock_irqrestore(&p->tx_lock, flags);
+		spin_unlock(&p->tx_lock);
 		vml_count(p, ST_TX_BUSY, 1);
 		vml_reclaim_tx(p);
 		return NETDEV_TX_BUSY;
@@ -522,7 +523,7 @@ static netdev_tx_t vml_start_xmit(struct sk_buff *skb, struct net_device *ndev)
 	}
 	p->tx_prod = old + need;
 	ring = vml_publish(&p->own_ctl->tx_prod, p->tx_prod, old, &p->peer_ctl->rx_event);
-	spin_unlock_irqrestore(&p->tx_lock, flags);
+	spin_unlock(&p->tx_lock);
 	if (ring)
 		vml_notify(p);
 	vml_count(p, ST_TX_PACKETS, 1);
