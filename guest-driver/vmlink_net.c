@@ -61,6 +61,15 @@ MODULE_PARM_DESC(rx_mode, "copy|zerocopy: how received payloads reach the stack"
 static unsigned int rx_batch = 1;
 module_param(rx_batch, uint, 0444);
 MODULE_PARM_DESC(rx_batch, "ring entries (4 KiB buffers) the peer may publish while we run before it rings, at most half the ring (default 1: ring for each frame; above 1 the hypervisor tells us of the rest when we halt or at our next tick)");
+/* The batch after a NAPI pass that took only small frames: we are most
+ * likely the sending end of a transfer, hearing its ACKs, and a sender
+ * needs them only to open its window, which it runs out of by waiting
+ * (halting), when the hypervisor tells it of everything anyway. A frame
+ * with payload still reaches a running receiver at once once the batch is
+ * passed, and any frame larger than a batch passes it alone. */
+static unsigned int small_batch = 4;
+module_param(small_batch, uint, 0444);
+MODULE_PARM_DESC(small_batch, "as rx_batch, after a NAPI pass that received only frames of at most 256 bytes (ACKs); default 4");
 static char *tx_mode = "ring";
 module_param(tx_mode, charp, 0444);
 MODULE_PARM_DESC(tx_mode, "ring|mediated: write frames into the ring, or hand each to the hypervisor");
@@ -703,15 +712,18 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 
 /* Half the ring at most, so that a sender with every entry out always
  * passes the event. */
-static u32 vml_rx_batch(const struct vml_priv *p)
+static u32 vml_rx_batch(const struct vml_priv *p, bool small_only)
 {
-	return clamp_t(u32, rx_batch, 1, max(p->entries / 2, 1u));
+	u32 want = small_only ? max(small_batch, rx_batch) : rx_batch;
+
+	return clamp_t(u32, want, 1, max(p->entries / 2, 1u));
 }
 
 static int vml_poll(struct napi_struct *napi, int budget)
 {
 	struct vml_priv *p = container_of(napi, struct vml_priv, napi);
 	struct vml_frame f;
+	bool small_only = true;
 	int done = 0;
 
 	vml_check_link(p);
@@ -745,6 +757,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 		       !vml_rx_may_hold((u32)atomic_read(&p->held), f.count,
 					p->nbuf, p->entries);
 		small = f.bytes <= VML_RX_SMALL;
+		small_only &= small;
 		copy = !p->zerocopy || lazy || small || f.count > MAX_SKB_FRAGS;
 		skb = copy ? vml_rx_copy(p, &f) : vml_rx_zerocopy(p, &f);
 		if (!skb) {
@@ -776,7 +789,8 @@ static int vml_poll(struct napi_struct *napi, int budget)
 	if (done < budget && napi_complete_done(napi, done)) {
 		/* Ask for an interrupt for the next frame, then look again:
 		 * one may have arrived before the peer saw the request. */
-		WRITE_ONCE(p->own_ctl->rx_event, p->rx_cons + vml_rx_batch(p) - 1);
+		WRITE_ONCE(p->own_ctl->rx_event,
+			   p->rx_cons + vml_rx_batch(p, small_only && done > 0) - 1);
 		smp_mb();
 		if ((p->peer_up && READ_ONCE(p->peer_ctl->tx_prod) != p->rx_cons) ||
 		    READ_ONCE(p->hdr->state_gen) != p->state_gen)
