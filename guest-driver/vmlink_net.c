@@ -65,8 +65,8 @@ MODULE_PARM_DESC(rx_batch, "ring entries (4 KiB buffers) the peer may publish wh
  * likely the sending end of a transfer, hearing its ACKs, and a sender
  * needs them only to open its window, which it runs out of by waiting
  * (halting), when the hypervisor tells it of everything anyway. A frame
- * with payload still reaches a running receiver at once once the batch is
- * passed, and any frame larger than a batch passes it alone. */
+ * larger than the batch passes it alone; a smaller one waits for the
+ * batch, our halt or our tick (see docs/ARCHITECTURE.md). */
 static unsigned int small_batch = 4;
 module_param(small_batch, uint, 0444);
 MODULE_PARM_DESC(small_batch, "as rx_batch, after a NAPI pass that received only frames of at most 256 bytes (ACKs); default 4");
@@ -552,6 +552,13 @@ static const u8 *vml_peer_buf(struct vml_priv *p, u32 buf)
 	return p->peer_buf + (size_t)buf * VMLINK_BUFFER_SIZE;
 }
 
+/* The page of one of the peer's buffers: only in zero-copy mode, where
+ * the region has struct pages. */
+static struct page *vml_peer_page(const struct vml_priv *p, u32 buf)
+{
+	return pfn_to_page(p->peer_buf_pfn + buf);
+}
+
 static void vml_return_frame(struct vml_priv *p, const struct vml_frame *f)
 {
 	u32 bufs[VMLINK_MAX_FRAGS], i;
@@ -667,7 +674,7 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 	 * Lent now, that late reset would overwrite whatever references the
 	 * stack took meanwhile; copy instead. */
 	for (i = first; i < f->count; i++) {
-		if (page_ref_count(pfn_to_page(p->peer_buf_pfn + f->d[i].buf)) != 1) {
+		if (page_ref_count(vml_peer_page(p, f->d[i].buf)) != 1) {
 			vml_count(p, ST_RX_MID_FREE, 1);
 			return vml_rx_copy(p, f);
 		}
@@ -699,7 +706,7 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 	__module_get(THIS_MODULE);
 	for (i = first; i < f->count; i++) {
 		u32 off = i == 0 ? hlen : 0;
-		struct page *page = pfn_to_page(p->peer_buf_pfn + f->d[i].buf);
+		struct page *page = vml_peer_page(p, f->d[i].buf);
 
 		/* The page's idle reference becomes the skb's; page_free
 		 * counts the frame's pages back. */

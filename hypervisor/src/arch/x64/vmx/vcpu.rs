@@ -738,14 +738,11 @@ impl Vcpu for VmxVcpu {
     }
 
     fn set_apic_state(&mut self, s: &ApicState) {
-        if self.vapic.is_none() {
-            return;
-        }
-        let e = vid::expose(s, self.interruptible());
-        self.request_interrupt_window(e.window);
+        let open = self.interruptible();
         let Some(a) = self.vapic.as_mut() else {
             return;
         };
+        let e = vid::expose(s, open);
         let pending = e.shown;
         a.withheld = e.withheld;
         for i in 0..8u32 {
@@ -770,6 +767,7 @@ impl Vcpu for VmxVcpu {
                 vmcs::write(f, v);
             }
         }
+        self.request_interrupt_window(e.window);
     }
 
     fn apic_state(&self, s: &mut ApicState) {
