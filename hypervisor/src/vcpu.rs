@@ -7,6 +7,8 @@
 /// (0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI,
 /// 8-15 = R8-R15).
 pub type Gpr = u8;
+
+use crate::devices::vectors::VectorSet;
 pub const RAX: Gpr = 0;
 pub const RCX: Gpr = 1;
 pub const RDX: Gpr = 2;
@@ -88,8 +90,8 @@ pub enum VmExit {
 /// how to treat them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ApicState {
-    pub irr: [u32; 8],
-    pub isr: [u32; 8],
+    pub irr: VectorSet,
+    pub isr: VectorSet,
     pub tpr: u32,
     /// The APIC ID register and the ICR's destination half, which the CPU
     /// consults to recognise a self-IPI it may deliver on its own.
@@ -97,16 +99,8 @@ pub struct ApicState {
     pub icr_high: u32,
     /// Software-enabled (SVR bit 8): a disabled APIC delivers nothing.
     pub enabled: bool,
-    /// Vectors whose EOI must exit ([`VmExit::ApicEoi`]), one bit each.
-    pub eoi_exits: [u64; 4],
-}
-
-/// The highest vector set in a 256-bit IRR/ISR-style set, if any.
-pub fn highest_vector(bits: &[u32; 8]) -> Option<u8> {
-    (0..8).rev().find_map(|i| {
-        let w = bits[i];
-        (w != 0).then(|| (i * 32 + 31 - w.leading_zeros() as usize) as u8)
-    })
+    /// Vectors whose EOI must exit ([`VmExit::ApicEoi`]).
+    pub eoi_exits: VectorSet,
 }
 
 /// Guest paging mode, for walking the guest's page tables.

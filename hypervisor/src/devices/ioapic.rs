@@ -2,6 +2,8 @@
 //! redirection entries. With one vCPU per guest the destination fields are
 //! kept but not used: every unmasked line goes to the guest's local APIC.
 
+use crate::devices::vectors::VectorSet;
+
 pub const PINS: usize = 24;
 const MASKED: u64 = 1 << 16;
 const LEVEL: u64 = 1 << 15;
@@ -114,11 +116,10 @@ impl IoApic {
 
     /// The vectors of level-triggered lines, one bit each: the EOIs this
     /// I/O APIC must hear about.
-    pub fn level_vectors(&self) -> [u64; 4] {
-        let mut v = [0u64; 4];
+    pub fn level_vectors(&self) -> VectorSet {
+        let mut v = VectorSet::EMPTY;
         for e in self.redir.iter().filter(|e| *e & LEVEL != 0) {
-            let vector = (*e & 0xFF) as usize;
-            v[vector / 64] |= 1 << (vector % 64);
+            v.insert((*e & 0xFF) as u8);
         }
         v
     }
@@ -131,12 +132,12 @@ mod tests {
     #[test]
     fn level_vectors_are_the_eois_to_hear() {
         let mut io = IoApic::new();
-        assert_eq!(io.level_vectors(), [0; 4]);
+        assert_eq!(io.level_vectors(), VectorSet::EMPTY);
         io.write(0x00, 0x10 + 2 * 4);
         io.write(0x10, 0x34); // edge
         io.write(0x00, 0x10 + 2 * 9);
         io.write(0x10, LEVEL as u32 | MASKED as u32 | 0x91);
-        assert_eq!(io.level_vectors(), [0, 0, 1 << (0x91 - 128), 0]);
+        assert_eq!(io.level_vectors(), VectorSet::of(&[0x91]));
     }
 
     fn program(io: &mut IoApic, pin: u32, low: u32) {

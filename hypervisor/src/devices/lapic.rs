@@ -6,7 +6,8 @@
 //! CPUID leaf 0x15 reports (see `vm::cpuid::crystal`), divided by the
 //! divide configuration; TSC-deadline mode compares against the TSC itself.
 
-use crate::vcpu::{highest_vector, ApicState};
+use crate::devices::vectors::VectorSet;
+use crate::vcpu::ApicState;
 use crate::vm::cpuid::crystal;
 
 const ID: u32 = 0x20;
@@ -118,9 +119,9 @@ pub struct LocalApic {
     ldr: u32,
     dfr: u32,
     svr: u32,
-    isr: [u32; 8],
-    tmr: [u32; 8],
-    irr: [u32; 8],
+    isr: VectorSet,
+    tmr: VectorSet,
+    irr: VectorSet,
     esr: u32,
     /// CMCI, timer, thermal, perf, LINT0, LINT1, error (0x2F0, 0x320..0x370).
     lvt: [u32; 7],
@@ -161,9 +162,9 @@ impl LocalApic {
             ldr: 0,
             dfr: u32::MAX,
             svr: 0xFF,
-            isr: [0; 8],
-            tmr: [0; 8],
-            irr: [0; 8],
+            isr: VectorSet::EMPTY,
+            tmr: VectorSet::EMPTY,
+            irr: VectorSet::EMPTY,
             esr: 0,
             lvt: [MASKED; 7],
             icr: 0,
@@ -274,12 +275,8 @@ impl LocalApic {
 
     /// Sets a vector pending (from the timer, a self-IPI or the I/O APIC).
     pub fn accept(&mut self, vector: u8) {
-        if vector >= 16 {
-            let (i, b) = (usize::from(vector / 32), 1u32 << (vector % 32));
-            if self.irr[i] & b == 0 {
-                self.accepted += 1;
-            }
-            self.irr[i] |= b;
+        if vector >= 16 && self.irr.insert(vector) {
+            self.accepted += 1;
         }
     }
 
@@ -310,7 +307,7 @@ impl LocalApic {
     /// SDM 11.8.3.1: TPR if its class is at least the highest in-service
     /// class, else that class.
     fn ppr(&self) -> u32 {
-        let isr = highest_vector(&self.isr).map_or(0, |v| u32::from(v) & 0xF0);
+        let isr = self.isr.highest().map_or(0, |v| u32::from(v) & 0xF0);
         if self.tpr & 0xF0 >= isr {
             self.tpr
         } else {
@@ -323,21 +320,20 @@ impl LocalApic {
         if self.svr & SVR_ENABLE == 0 {
             return None;
         }
-        let v = highest_vector(&self.irr)?;
+        let v = self.irr.highest()?;
         (u32::from(v) & 0xF0 > self.ppr() & 0xF0).then_some(v)
     }
 
     /// The vector was injected: IRR to ISR.
     pub fn ack(&mut self, vector: u8) {
-        let (i, b) = (usize::from(vector / 32), 1u32 << (vector % 32));
-        self.irr[i] &= !b;
-        self.isr[i] |= b;
+        self.irr.remove(vector);
+        self.isr.insert(vector);
     }
 
     /// EOI: ends the highest in-service vector and returns it.
     fn eoi(&mut self) -> Option<u8> {
-        let v = highest_vector(&self.isr)?;
-        self.isr[usize::from(v / 32)] &= !(1 << (v % 32));
+        let v = self.isr.highest()?;
+        self.isr.remove(v);
         Some(v)
     }
 
@@ -345,8 +341,8 @@ impl LocalApic {
     /// pending and in-service vectors, TPR, and the timer relative to `now`.
     pub fn summary(&self, now: u64) -> LapicSummary {
         LapicSummary {
-            irr: highest_vector(&self.irr),
-            isr: highest_vector(&self.isr),
+            irr: self.irr.highest(),
+            isr: self.isr.highest(),
             tpr: self.tpr,
             timer_lvt: self.timer_lvt(),
             deadline_in: self.next_deadline().map(|d| d as i128 - i128::from(now)),
@@ -369,9 +365,9 @@ impl LocalApic {
             LDR => self.ldr,
             DFR => self.dfr,
             SVR => self.svr,
-            o @ ISR0..=0x170 => self.isr[((o - ISR0) / 0x10) as usize],
-            o @ TMR0..=0x1F0 => self.tmr[((o - TMR0) / 0x10) as usize],
-            o @ IRR0..=0x270 => self.irr[((o - IRR0) / 0x10) as usize],
+            o @ ISR0..=0x170 => self.isr.register(((o - ISR0) / 0x10) as usize),
+            o @ TMR0..=0x1F0 => self.tmr.register(((o - TMR0) / 0x10) as usize),
+            o @ IRR0..=0x270 => self.irr.register(((o - IRR0) / 0x10) as usize),
             ESR => self.esr,
             ICR_LOW => self.icr as u32,
             ICR_HIGH => (self.icr >> 32) as u32,
@@ -664,12 +660,10 @@ mod tests {
         assert!(s.enabled);
         assert_eq!(s.id, 2 << 24);
         assert_eq!(s.tpr, 0x20);
-        assert_eq!(s.irr[2], 1 << 1);
-        assert_eq!(s.irr[3], 1 << 1);
+        assert_eq!(s.irr, VectorSet::of(&[0x41, 0x61]));
         // The CPU delivered 0x61, the guest ended it, then 0x41 was delivered.
-        s.irr[3] = 0;
-        s.isr[2] = 1 << 1;
-        s.irr[2] = 0;
+        s.irr = VectorSet::EMPTY;
+        s.isr = VectorSet::of(&[0x41]);
         s.tpr = 0;
         a.import(&s);
         assert_eq!(a.read(ISR0 + 0x20, 0), 1 << 1);
@@ -692,6 +686,6 @@ mod tests {
         a.wrmsr(0x830, 0x45 | (2u64 << 32), 0).unwrap();
         assert_eq!(a.pending(), Some(0x45));
         a.wrmsr(0x83F, 0x46, 0).unwrap();
-        assert_eq!(highest_vector(&a.irr), Some(0x46));
+        assert_eq!(a.irr.highest(), Some(0x46));
     }
 }

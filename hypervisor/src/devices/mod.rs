@@ -5,3 +5,4 @@ pub mod ioapic;
 pub mod lapic;
 pub mod pci;
 pub mod uart;
+pub mod vectors;

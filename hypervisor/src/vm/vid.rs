@@ -20,15 +20,16 @@
 //! more were waiting (rare: a second vector must arrive while the first is
 //! being handled).
 
-use crate::vcpu::{highest_vector, ApicState};
+use crate::devices::vectors::VectorSet;
+use crate::vcpu::ApicState;
 
 /// What the next entry shows the CPU, and what brings the rest in.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Exposure {
     /// Vectors for the virtual IRR (and the highest for RVI).
-    pub shown: [u32; 8],
+    pub shown: VectorSet,
     /// Pending vectors kept out of the page until the next exit.
-    pub withheld: [u32; 8],
+    pub withheld: VectorSet,
     /// Exit as soon as the guest can take an interrupt.
     pub window: bool,
     /// A vector whose EOI must exit, so that what waits behind it goes in.
@@ -38,11 +39,11 @@ pub struct Exposure {
 /// `open`: the guest can take an external interrupt at its next
 /// instruction.
 pub fn expose(s: &ApicState, open: bool) -> Exposure {
-    let Some(top) = highest_vector(&s.irr) else {
+    let Some(top) = s.irr.highest() else {
         return Exposure::default();
     };
     let hold_all = |window, eoi_exit| Exposure {
-        shown: [0; 8],
+        shown: VectorSet::EMPTY,
         withheld: s.irr,
         window,
         eoi_exit,
@@ -58,19 +59,16 @@ pub fn expose(s: &ApicState, open: bool) -> Exposure {
     // A vector in service of the same or a higher class holds `top` back
     // until its EOI, which usually comes with IF clear: have that EOI exit
     // instead. (A window would be no use: IF is already set.)
-    if let Some(busy) = highest_vector(&s.isr).filter(|&v| v >> 4 >= top >> 4) {
+    if let Some(busy) = s.isr.highest().filter(|&v| v >> 4 >= top >> 4) {
         return hold_all(false, Some(busy));
     }
-    let mut shown = [0u32; 8];
-    shown[usize::from(top / 32)] = 1 << (top % 32);
     let mut withheld = s.irr;
-    withheld[usize::from(top / 32)] &= !(1 << (top % 32));
-    let more = withheld.iter().any(|&w| w != 0);
+    withheld.remove(top);
     Exposure {
-        shown,
+        shown: VectorSet::of(&[top]),
         withheld,
         window: false,
-        eoi_exit: more.then_some(top),
+        eoi_exit: (!withheld.is_empty()).then_some(top),
     }
 }
 
@@ -78,12 +76,8 @@ pub fn expose(s: &ApicState, open: bool) -> Exposure {
 mod tests {
     use super::*;
 
-    fn set(vectors: &[u8]) -> [u32; 8] {
-        let mut b = [0u32; 8];
-        for &v in vectors {
-            b[usize::from(v / 32)] |= 1 << (v % 32);
-        }
-        b
+    fn set(vectors: &[u8]) -> VectorSet {
+        VectorSet::of(vectors)
     }
 
     fn state(irr: &[u8], isr: &[u8]) -> ApicState {
@@ -104,7 +98,7 @@ mod tests {
     #[test]
     fn a_guest_that_cannot_take_an_interrupt_is_shown_none_and_watched() {
         let e = expose(&state(&[0xec, 0x41], &[]), false);
-        assert_eq!(e.shown, [0; 8]);
+        assert_eq!(e.shown, VectorSet::EMPTY);
         assert_eq!(e.withheld, set(&[0xec, 0x41]));
         assert!(e.window);
         assert_eq!(e.eoi_exit, None);
@@ -120,7 +114,7 @@ mod tests {
 
         let alone = expose(&state(&[0x41], &[]), true);
         assert_eq!(alone.shown, set(&[0x41]));
-        assert_eq!(alone.withheld, [0; 8]);
+        assert_eq!(alone.withheld, VectorSet::EMPTY);
         assert_eq!(alone.eoi_exit, None, "a lone vector costs no exit");
     }
 
@@ -128,7 +122,7 @@ mod tests {
     fn a_vector_behind_one_in_service_waits_for_that_eoi() {
         // Same class (0xe_) as the vector in service: not deliverable.
         let e = expose(&state(&[0xe1], &[0xec]), true);
-        assert_eq!(e.shown, [0; 8]);
+        assert_eq!(e.shown, VectorSet::EMPTY);
         assert_eq!(e.withheld, set(&[0xe1]));
         assert!(!e.window);
         assert_eq!(e.eoi_exit, Some(0xec));
@@ -144,7 +138,7 @@ mod tests {
         s.enabled = false;
         for open in [false, true] {
             let e = expose(&s, open);
-            assert_eq!(e.shown, [0; 8]);
+            assert_eq!(e.shown, VectorSet::EMPTY);
             assert_eq!(e.withheld, set(&[0xec]));
             assert!(!e.window, "a window would exit at once, forever");
         }

@@ -10,8 +10,9 @@ use super::controls::{self, fix_cr, proc, Chosen};
 use super::entry::{self, FxArea, GuestRegs};
 use super::vmcs::{self, control, guest, host, ro};
 use crate::arch::x64::{cpu, idt};
+use crate::devices::vectors::VectorSet;
 use crate::frames::FrameAllocator;
-use crate::vcpu::{highest_vector, ApicState, Gpr, PagingMode, Vcpu, VmExit};
+use crate::vcpu::{ApicState, Gpr, PagingMode, Vcpu, VmExit};
 use crate::vm::vid;
 
 /// The guest's initial 64-bit state (Linux's 64-bit boot protocol).
@@ -80,8 +81,8 @@ struct VirtualApic {
     gpa: u64,
     /// Pending vectors kept out of the page (`vid::expose`), handed back
     /// on exit.
-    withheld: [u32; 8],
-    eoi_exits: [u64; 4],
+    withheld: VectorSet,
+    eoi_exits: VectorSet,
 }
 
 impl VirtualApic {
@@ -290,8 +291,8 @@ impl VmxVcpu {
         self.vapic = Some(VirtualApic {
             page,
             gpa,
-            withheld: [0; 8],
-            eoi_exits: [0; 4],
+            withheld: VectorSet::EMPTY,
+            eoi_exits: VectorSet::EMPTY,
         });
         Ok(())
     }
@@ -743,27 +744,26 @@ impl Vcpu for VmxVcpu {
             return;
         };
         let e = vid::expose(s, open);
-        let pending = e.shown;
         a.withheld = e.withheld;
         for i in 0..8u32 {
-            a.write(0x200 + i * 0x10, pending[i as usize]);
-            a.write(0x100 + i * 0x10, s.isr[i as usize]);
+            a.write(0x200 + i * 0x10, e.shown.register(i as usize));
+            a.write(0x100 + i * 0x10, s.isr.register(i as usize));
         }
         a.write(0x80, s.tpr);
         a.write(0x20, s.id);
         a.write(0x310, s.icr_high);
         // RVI (low byte) and SVI (high byte), 0 for none: the CPU works
         // from these, not from scanning the page (SDM vol. 3, 30.1.2).
-        let byte = |bits: &[u32; 8]| u64::from(highest_vector(bits).unwrap_or(0));
-        let status = (byte(&s.isr) << 8) | byte(&pending);
+        let byte = |set: &VectorSet| u64::from(set.highest().unwrap_or(0));
+        let status = (byte(&s.isr) << 8) | byte(&e.shown);
         vmcs::write(guest::INTERRUPT_STATUS, status);
         let mut eoi_exits = s.eoi_exits;
         if let Some(v) = e.eoi_exit {
-            eoi_exits[usize::from(v / 64)] |= 1 << (v % 64);
+            eoi_exits.insert(v);
         }
         if a.eoi_exits != eoi_exits {
             a.eoi_exits = eoi_exits;
-            for (f, v) in EOI_EXIT_FIELDS.into_iter().zip(eoi_exits) {
+            for (f, v) in EOI_EXIT_FIELDS.into_iter().zip(eoi_exits.words64()) {
                 vmcs::write(f, v);
             }
         }
@@ -775,8 +775,10 @@ impl Vcpu for VmxVcpu {
             return;
         };
         for i in 0..8u32 {
-            s.irr[i as usize] = a.read(0x200 + i * 0x10) | a.withheld[i as usize];
-            s.isr[i as usize] = a.read(0x100 + i * 0x10);
+            let r = i as usize;
+            s.irr
+                .set_register(r, a.read(0x200 + i * 0x10) | a.withheld.register(r));
+            s.isr.set_register(r, a.read(0x100 + i * 0x10));
         }
         s.tpr = a.read(0x80);
     }
