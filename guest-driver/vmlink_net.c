@@ -23,12 +23,15 @@
 #include <linux/netdevice.h>
 #include <linux/etherdevice.h>
 #include <linux/ethtool.h>
+#include <linux/ipv6.h>
+#include <linux/tcp.h>
 #include <linux/interrupt.h>
 #include <linux/memremap.h>
 #include <linux/mm.h>
 #include <linux/io.h>
 #include <linux/slab.h>
 #include <linux/vmalloc.h>
+#include <net/ip.h>
 #include <asm/processor.h>
 #include "vmlink_abi.h"
 
@@ -61,15 +64,16 @@ MODULE_PARM_DESC(rx_mode, "copy|zerocopy: how received payloads reach the stack"
 static unsigned int rx_batch = 1;
 module_param(rx_batch, uint, 0444);
 MODULE_PARM_DESC(rx_batch, "ring entries (4 KiB buffers) the peer may publish while we run before it rings, at most half the ring (default 1: ring for each frame; above 1 the hypervisor tells us of the rest when we halt or at our next tick)");
-/* The batch after a NAPI pass that took only small frames: we are most
- * likely the sending end of a transfer, hearing its ACKs, and a sender
- * needs them only to open its window, which it runs out of by waiting
- * (halting), when the hypervisor tells it of everything anyway. A frame
- * larger than the batch passes it alone; a smaller one waits for the
- * batch, our halt or our tick (see docs/ARCHITECTURE.md). */
-static unsigned int small_batch = 4;
-module_param(small_batch, uint, 0444);
-MODULE_PARM_DESC(small_batch, "as rx_batch, after a NAPI pass that received only frames of at most 256 bytes (ACKs); default 4");
+/* The batch after a NAPI pass that took only pure TCP ACKs (segments
+ * without payload, SYN, FIN or RST): we are the sending end of a
+ * transfer, and a sender needs ACKs only to open its window, which it
+ * runs out of by waiting (halting), when the hypervisor tells it of
+ * everything anyway. Any frame with payload is rung for at once, so a
+ * receiver spinning on small messages never waits for the batch (see
+ * docs/ARCHITECTURE.md). */
+static unsigned int ack_batch = 4;
+module_param(ack_batch, uint, 0444);
+MODULE_PARM_DESC(ack_batch, "as rx_batch, after a NAPI pass that received only pure TCP ACKs; default 4");
 static char *tx_mode = "ring";
 module_param(tx_mode, charp, 0444);
 MODULE_PARM_DESC(tx_mode, "ring|mediated: write frames into the ring, or hand each to the hypervisor");
@@ -79,7 +83,7 @@ enum vml_stat {
 	ST_DOORBELLS, ST_INTERRUPTS, ST_RX_ZEROCOPY, ST_RX_COPIED,
 	ST_LAZY_COPIES, ST_TX_DROPS, ST_RX_DROPS, ST_TX_BUSY,
 	ST_LINK_RESETS, ST_MEDIATED, ST_RX_COPYBREAK, ST_DOORBELLS_SKIPPED,
-	ST_RX_MID_FREE,
+	ST_RX_MID_FREE, ST_ACK_BATCHES,
 	/* Gauges, filled when read. */
 	ST_RX_HELD, ST_TX_FREE, ST_TX_STOPPED,
 	ST_FAULT0,
@@ -91,7 +95,7 @@ static const char vml_stat_names[][ETH_GSTRING_LEN] = {
 	"doorbells", "interrupts", "rx_zerocopy", "rx_copied",
 	"lazy_copies", "tx_drops", "rx_drops", "tx_busy",
 	"link_resets", "tx_mediated", "rx_copybreak", "doorbells_skipped",
-	"rx_mid_free",
+	"rx_mid_free", "ack_batches",
 	"rx_held", "tx_free", "tx_stopped",
 	"fault_none", "fault_bad_buffer", "fault_bad_length", "fault_bad_flags",
 	"fault_too_many_frags", "fault_index_jump", "fault_bad_return",
@@ -717,11 +721,48 @@ static struct sk_buff *vml_rx_zerocopy(struct vml_priv *p, const struct vml_fram
 	return skb;
 }
 
+/* Whether a received frame, already past eth_type_trans, is a TCP segment
+ * that carries nothing for an application: no payload, no SYN, FIN or
+ * RST. Only small frames are asked, and those are copied whole, so the
+ * headers are in the linear part and no longer in the peer's reach. IPv6
+ * with extension headers, fragments and VLAN tags count as payload: a
+ * frame wrongly taken for payload only costs an interrupt. */
+static bool vml_pure_ack(const struct sk_buff *skb)
+{
+	const struct tcphdr *th;
+	unsigned int thoff, len;
+
+	if (skb->protocol == htons(ETH_P_IP)) {
+		const struct iphdr *iph = (const struct iphdr *)skb->data;
+
+		if (skb_headlen(skb) < sizeof(*iph) || iph->protocol != IPPROTO_TCP ||
+		    ip_is_fragment(iph))
+			return false;
+		thoff = iph->ihl * 4;
+		len = ntohs(iph->tot_len);
+	} else if (skb->protocol == htons(ETH_P_IPV6)) {
+		const struct ipv6hdr *ip6 = (const struct ipv6hdr *)skb->data;
+
+		if (skb_headlen(skb) < sizeof(*ip6) || ip6->nexthdr != IPPROTO_TCP)
+			return false;
+		thoff = sizeof(*ip6);
+		len = thoff + ntohs(ip6->payload_len);
+	} else {
+		return false;
+	}
+	if (thoff < sizeof(struct iphdr) || skb_headlen(skb) < thoff + sizeof(*th))
+		return false;
+	th = (const struct tcphdr *)(skb->data + thoff);
+	if (th->syn || th->fin || th->rst)
+		return false;
+	return len == thoff + th->doff * 4;
+}
+
 /* Half the ring at most, so that a sender with every entry out always
  * passes the event. */
-static u32 vml_rx_batch(const struct vml_priv *p, bool small_only)
+static u32 vml_rx_batch(const struct vml_priv *p, bool acks_only)
 {
-	u32 want = small_only ? max(small_batch, rx_batch) : rx_batch;
+	u32 want = acks_only ? max(ack_batch, rx_batch) : rx_batch;
 
 	return clamp_t(u32, want, 1, max(p->entries / 2, 1u));
 }
@@ -730,7 +771,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 {
 	struct vml_priv *p = container_of(napi, struct vml_priv, napi);
 	struct vml_frame f;
-	bool small_only = true;
+	bool acks_only = true;
 	int done = 0;
 
 	vml_check_link(p);
@@ -764,7 +805,6 @@ static int vml_poll(struct napi_struct *napi, int budget)
 		       !vml_rx_may_hold((u32)atomic_read(&p->held), f.count,
 					p->nbuf, p->entries);
 		small = f.bytes <= VML_RX_SMALL;
-		small_only &= small;
 		copy = !p->zerocopy || lazy || small || f.count > MAX_SKB_FRAGS;
 		skb = copy ? vml_rx_copy(p, &f) : vml_rx_zerocopy(p, &f);
 		if (!skb) {
@@ -786,6 +826,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 			continue;
 		}
 		skb->protocol = eth_type_trans(skb, p->ndev);
+		acks_only &= small && vml_pure_ack(skb);
 		vml_count(p, ST_RX_PACKETS, 1);
 		vml_count(p, ST_RX_BYTES, f.bytes);
 		napi_gro_receive(napi, skb);
@@ -796,8 +837,11 @@ static int vml_poll(struct napi_struct *napi, int budget)
 	if (done < budget && napi_complete_done(napi, done)) {
 		/* Ask for an interrupt for the next frame, then look again:
 		 * one may have arrived before the peer saw the request. */
+		acks_only &= done > 0;
+		if (acks_only)
+			vml_count(p, ST_ACK_BATCHES, 1);
 		WRITE_ONCE(p->own_ctl->rx_event,
-			   p->rx_cons + vml_rx_batch(p, small_only && done > 0) - 1);
+			   p->rx_cons + vml_rx_batch(p, acks_only) - 1);
 		smp_mb();
 		if ((p->peer_up && READ_ONCE(p->peer_ctl->tx_prod) != p->rx_cons) ||
 		    READ_ONCE(p->hdr->state_gen) != p->state_gen)

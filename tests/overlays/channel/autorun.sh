@@ -11,7 +11,7 @@ BIG=67108864 # 64 MiB
 SMALL=1048576
 . /lib/vmlink/channel.sh
 up() { cut -d' ' -f1 /proc/uptime; }
-stats() { ethtool -S vml0 | grep -E 'rx_zerocopy|rx_copied|lazy|drops|fault_[a-z_]*: [1-9]|doorbells|interrupts|packets' | sed "s/^/$1: /"; }
+stats() { ethtool -S vml0 | grep -E 'rx_zerocopy|rx_copied|lazy|drops|fault_[a-z_]*: [1-9]|doorbells|interrupts|packets|ack_batches' | sed "s/^/$1: /"; }
 send() { # peer port bytes seed
     until vmlink-guest gen "$3" "$4" | nc "$1" "$2" >/dev/null; do :; done
 }
