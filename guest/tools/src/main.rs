@@ -52,6 +52,21 @@ fn main() -> ExitCode {
             }
             _ => usage(),
         },
+        // The benchmark's reader of the driver's counters, shown as
+        // `ethtool -S` shows them, so a guest can compare the two.
+        Some("stats") => match args.get(1).map(|d| ethtool::stats(d)) {
+            Some(Ok(stats)) => {
+                for (name, value) in stats {
+                    println!("{name}: {value}");
+                }
+                ExitCode::SUCCESS
+            }
+            Some(Err(e)) => {
+                println!("vmlink-guest: stats: ERROR: {e}");
+                ExitCode::FAILURE
+            }
+            None => usage(),
+        },
         Some(cmd @ ("udp-send" | "udp-recv")) => {
             let num = |i| num_arg(&args, i);
             let r = match (cmd, args.get(1), num(1), num(2), num(3)) {
@@ -123,7 +138,7 @@ fn num_arg(args: &[String], i: usize) -> Option<u64> {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vmlink-guest info | gen BYTES SEED | check BYTES SEED \
-         | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT | bench-..."
+         | stats DEV | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT | bench-..."
     );
     eprintln!("{BENCH_USAGE}");
     ExitCode::from(2)
