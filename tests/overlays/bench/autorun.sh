@@ -5,13 +5,19 @@
 # workload through bench.* words:
 #   sizes (comma-separated payload bytes), reps (round trips for each of
 #   those sizes, in the same order),
-#   bulk (bytes per bulk TCP transfer), bulk_reps.
+#   bulk (bytes per bulk TCP transfer), bulk_reps,
+#   mtu (vml0's MTU on both guests; default the driver's 1500).
 # vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
 # No sleeps: guest time is slow under Bochs.
 . /lib/vmlink/channel.sh
 arg() { tr ' ' '\n' </proc/cmdline | sed -n "s/^bench\.$1=//p"; }
 
 wait_carrier 1 || exit 1
+mtu=$(arg mtu)
+if [ -n "$mtu" ] && ! ip link set vml0 mtu "$mtu"; then
+    echo "bench: ERROR: vml0 refused MTU $mtu"
+    exit 1
+fi
 if [ $peer = 10.0.0.1 ]; then
     exec vmlink-guest bench-serve
 fi
