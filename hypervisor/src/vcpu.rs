@@ -3,12 +3,12 @@
 //! translates each exit into a [`VmExit`]; CPUID, MSR, I/O and device
 //! handling are written once against [`Vcpu`] and never see a VMCS field.
 
+use crate::devices::vectors::VectorSet;
+
 /// General-purpose registers in the encoding order instructions use
 /// (0 = RAX, 1 = RCX, 2 = RDX, 3 = RBX, 4 = RSP, 5 = RBP, 6 = RSI, 7 = RDI,
 /// 8-15 = R8-R15).
 pub type Gpr = u8;
-
-use crate::devices::vectors::VectorSet;
 pub const RAX: Gpr = 0;
 pub const RCX: Gpr = 1;
 pub const RDX: Gpr = 2;

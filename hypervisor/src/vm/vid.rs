@@ -76,14 +76,10 @@ pub fn expose(s: &ApicState, open: bool) -> Exposure {
 mod tests {
     use super::*;
 
-    fn set(vectors: &[u8]) -> VectorSet {
-        VectorSet::of(vectors)
-    }
-
     fn state(irr: &[u8], isr: &[u8]) -> ApicState {
         ApicState {
-            irr: set(irr),
-            isr: set(isr),
+            irr: VectorSet::of(irr),
+            isr: VectorSet::of(isr),
             enabled: true,
             ..ApicState::default()
         }
@@ -99,7 +95,7 @@ mod tests {
     fn a_guest_that_cannot_take_an_interrupt_is_shown_none_and_watched() {
         let e = expose(&state(&[0xec, 0x41], &[]), false);
         assert_eq!(e.shown, VectorSet::EMPTY);
-        assert_eq!(e.withheld, set(&[0xec, 0x41]));
+        assert_eq!(e.withheld, VectorSet::of(&[0xec, 0x41]));
         assert!(e.window);
         assert_eq!(e.eoi_exit, None);
     }
@@ -107,13 +103,13 @@ mod tests {
     #[test]
     fn an_open_guest_is_shown_one_vector_and_its_eoi_brings_the_next() {
         let e = expose(&state(&[0xec, 0x41], &[]), true);
-        assert_eq!(e.shown, set(&[0xec]));
-        assert_eq!(e.withheld, set(&[0x41]));
+        assert_eq!(e.shown, VectorSet::of(&[0xec]));
+        assert_eq!(e.withheld, VectorSet::of(&[0x41]));
         assert!(!e.window);
         assert_eq!(e.eoi_exit, Some(0xec));
 
         let alone = expose(&state(&[0x41], &[]), true);
-        assert_eq!(alone.shown, set(&[0x41]));
+        assert_eq!(alone.shown, VectorSet::of(&[0x41]));
         assert_eq!(alone.withheld, VectorSet::EMPTY);
         assert_eq!(alone.eoi_exit, None, "a lone vector costs no exit");
     }
@@ -123,12 +119,12 @@ mod tests {
         // Same class (0xe_) as the vector in service: not deliverable.
         let e = expose(&state(&[0xe1], &[0xec]), true);
         assert_eq!(e.shown, VectorSet::EMPTY);
-        assert_eq!(e.withheld, set(&[0xe1]));
+        assert_eq!(e.withheld, VectorSet::of(&[0xe1]));
         assert!(!e.window);
         assert_eq!(e.eoi_exit, Some(0xec));
         // A higher class nests as the architecture allows.
         let nested = expose(&state(&[0xfb], &[0xec]), true);
-        assert_eq!(nested.shown, set(&[0xfb]));
+        assert_eq!(nested.shown, VectorSet::of(&[0xfb]));
         assert_eq!(nested.eoi_exit, None);
     }
 
@@ -139,7 +135,7 @@ mod tests {
         for open in [false, true] {
             let e = expose(&s, open);
             assert_eq!(e.shown, VectorSet::EMPTY);
-            assert_eq!(e.withheld, set(&[0xec]));
+            assert_eq!(e.withheld, VectorSet::of(&[0xec]));
             assert!(!e.window, "a window would exit at once, forever");
         }
     }
