@@ -772,6 +772,7 @@ static int vml_poll(struct napi_struct *napi, int budget)
 	struct vml_priv *p = container_of(napi, struct vml_priv, napi);
 	struct vml_frame f;
 	bool acks_only = true;
+	bool zerocopy = READ_ONCE(p->zerocopy);
 	int done = 0;
 
 	vml_check_link(p);
@@ -801,11 +802,11 @@ static int vml_poll(struct napi_struct *napi, int budget)
 		 * dry. A frame of more buffers than an skb has fragment slots
 		 * (only a misbehaving peer sends one: MAX_FRAGS is one more
 		 * than MAX_SKB_FRAGS) is copied too. */
-		lazy = p->zerocopy &&
+		lazy = zerocopy &&
 		       !vml_rx_may_hold((u32)atomic_read(&p->held), f.count,
 					p->nbuf, p->entries);
 		small = f.bytes <= VML_RX_SMALL;
-		copy = !p->zerocopy || lazy || small || f.count > MAX_SKB_FRAGS;
+		copy = !zerocopy || lazy || small || f.count > MAX_SKB_FRAGS;
 		skb = copy ? vml_rx_copy(p, &f) : vml_rx_zerocopy(p, &f);
 		if (!skb) {
 			vml_count(p, ST_RX_DROPS, 1);
@@ -940,17 +941,59 @@ static const struct net_device_ops vml_netdev_ops = {
 	.ndo_validate_addr = eth_validate_addr,
 };
 
+/* `ethtool --set-priv-flags vml0 rx-copy on|off` switches the receive
+ * mode while the link runs, which rx_mode only chooses at load: the
+ * benchmark compares the two modes in one boot, and a user can fall back
+ * to copying without reloading. NAPI reads the mode once per pass, and
+ * frames already lent stay lent until the stack lets them go. */
+static const char vml_pflag_names[][ETH_GSTRING_LEN] = { "rx-copy" };
+#define VML_PFLAG_RX_COPY BIT(0)
+
 static int vml_sset_count(struct net_device *ndev, int set)
 {
-	return set == ETH_SS_STATS ? ST_COUNT + VMLINK_STAT_COUNT : -EOPNOTSUPP;
+	switch (set) {
+	case ETH_SS_STATS:
+		return ST_COUNT + VMLINK_STAT_COUNT;
+	case ETH_SS_PRIV_FLAGS:
+		return ARRAY_SIZE(vml_pflag_names);
+	default:
+		return -EOPNOTSUPP;
+	}
 }
 
 static void vml_get_strings(struct net_device *ndev, u32 set, u8 *data)
 {
+	if (set == ETH_SS_PRIV_FLAGS) {
+		memcpy(data, vml_pflag_names, sizeof(vml_pflag_names));
+		return;
+	}
 	if (set != ETH_SS_STATS)
 		return;
 	memcpy(data, vml_stat_names, sizeof(vml_stat_names));
 	memcpy(data + sizeof(vml_stat_names), vml_hv_names, sizeof(vml_hv_names));
+}
+
+static u32 vml_get_priv_flags(struct net_device *ndev)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+
+	return READ_ONCE(p->zerocopy) ? 0 : VML_PFLAG_RX_COPY;
+}
+
+static int vml_set_priv_flags(struct net_device *ndev, u32 flags)
+{
+	struct vml_priv *p = netdev_priv(ndev);
+	bool zerocopy = !(flags & VML_PFLAG_RX_COPY);
+
+	/* Lending needs struct pages over the region (probe said so). */
+	if (zerocopy && !p->pages) {
+		netdev_warn(ndev, "rx-copy off: no struct pages for the region, receives stay copied\n");
+		return -EOPNOTSUPP;
+	}
+	/* Debug only: the benchmark switches hundreds of times a run. */
+	netdev_dbg(ndev, "rx %s\n", zerocopy ? "zerocopy" : "copy");
+	WRITE_ONCE(p->zerocopy, zerocopy);
+	return 0;
 }
 
 static void vml_get_ethtool_stats(struct net_device *ndev, struct ethtool_stats *es, u64 *data)
@@ -985,6 +1028,8 @@ static const struct ethtool_ops vml_ethtool_ops = {
 	.get_sset_count = vml_sset_count,
 	.get_strings = vml_get_strings,
 	.get_ethtool_stats = vml_get_ethtool_stats,
+	.get_priv_flags = vml_get_priv_flags,
+	.set_priv_flags = vml_set_priv_flags,
 };
 
 /* --- PCI -------------------------------------------------------------- */

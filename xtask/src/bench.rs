@@ -135,19 +135,25 @@ impl Workload {
         }
     }
 
-    fn cmdline(&self, path: &Path) -> String {
+    fn cmdline(&self, path: &Path, paired: bool) -> String {
         let list = |v: Vec<String>| v.join(",");
+        // Paired, path 3's round trips run in path 4's boot (`AB_ALPHA`).
+        let sizes: &[usize] = if paired && path.id == 3 {
+            &[]
+        } else {
+            &self.sizes
+        };
+        let ab = if paired && path.id == 4 && !sizes.is_empty() {
+            " bench.ab=1".to_string()
+        } else {
+            String::new()
+        };
         format!(
-            "bench.path={} bench.sizes={} bench.reps={} \
+            "bench.path={} bench.sizes={} bench.reps={}{ab} \
              bench.bulk={} bench.bulk_reps={} {} {}",
             path.id,
-            list(self.sizes.iter().map(|s| s.to_string()).collect()),
-            list(
-                self.sizes
-                    .iter()
-                    .map(|&s| self.reps_at(s).to_string())
-                    .collect()
-            ),
+            list(sizes.iter().map(|s| s.to_string()).collect()),
+            list(sizes.iter().map(|&s| self.reps_at(s).to_string()).collect()),
             self.bulk_bytes,
             self.bulk_reps,
             path.params,
@@ -156,9 +162,24 @@ impl Workload {
     }
 }
 
+/// When paths 3 and 4 share a boot for their round trips (`vmlink-guest
+/// bench-rr-ab`), the family-wide chance of calling path 4 slower than path
+/// 3 somewhere when it is not: a one-sided signed-rank test per size and
+/// protocol, Bonferroni over all of them. They share a boot because they
+/// differ only in the receivers' mode, which the driver switches at run
+/// time, and medians from two boots differed by up to 1.5% either way
+/// where both modes run the same code, more than "never slower" can stand.
+pub const AB_ALPHA: f64 = 0.05;
+
+/// Whether this selection of paths measures path 3's round trips in path 4's
+/// boot: when both are booted.
+pub fn paired(paths: &[&Path]) -> bool {
+    paths.iter().any(|p| p.id == 3) && paths.iter().any(|p| p.id == 4)
+}
+
 /// The partition configuration of `path`: the default two guests with the
 /// path's channel and parameters.
-pub fn config_text(path: &Path, w: &Workload) -> String {
+pub fn config_text(path: &Path, w: &Workload, paired: bool) -> String {
     let mut s = format!(
         "# Written by `cargo xtask bench` for path {} ({}).\n[channel]\nsize_mib = {}\nmax_buffers = {}\n",
         path.id, path.name, path.region_mib, path.max_buffers
@@ -168,7 +189,7 @@ pub fn config_text(path: &Path, w: &Workload) -> String {
             s,
             "\n[[vm]]\nname = \"vm{i}\"\ncpus = [{i}]\nram_mib = 256\nkernel = \"guest-kernel\"\n\
              initrd = \"guest-initrd\"\ncmdline = \"console=ttyS0 panic=-1 no_timer_check {}\"\nip = \"{ip}\"\n",
-            w.cmdline(path).trim_end()
+            w.cmdline(path, paired).trim_end()
         );
     }
     s
@@ -226,6 +247,13 @@ pub struct PathRun {
     /// (proto, size) → bytes per received message the stack mapped
     /// instead of copying (tcp-mmap and tcp-zc).
     pub rr_mapped: BTreeMap<(String, usize), u64>,
+    /// Round trips this boot ran with the receivers copying (`rx=copy`)
+    /// for another path: path 4's boot measures path 3's.
+    pub rr_copy: BTreeMap<(String, usize), (Spread, Spread)>,
+    pub rr_copy_mapped: BTreeMap<(String, usize), u64>,
+    /// (proto, size) → the one-sided p-value that this boot's zero-copy
+    /// round trips are longer than its copying ones (`rr-ab`).
+    pub ab: BTreeMap<(String, usize), f64>,
     pub bulk: Vec<BTreeMap<String, f64>>,
     pub copy_1500: Option<Spread>,
     pub error: Option<String>,
@@ -257,10 +285,24 @@ pub fn parse_run(lines: &[String]) -> PathRun {
             let c = f.get("cycles").and_then(|s| Spread::parse(s));
             let n = f.get("ns").and_then(|s| Spread::parse(s));
             if let ((Some(p), Some(size)), Some(c), Some(n)) = (key, c, n) {
-                r.rr.insert((p.to_string(), size), (c, n));
+                let (rr, mapped) = if f.get("rx") == Some(&"copy") {
+                    (&mut r.rr_copy, &mut r.rr_copy_mapped)
+                } else {
+                    (&mut r.rr, &mut r.rr_mapped)
+                };
+                rr.insert((p.to_string(), size), (c, n));
                 if let Some(m) = f.get("mapped").and_then(|m| m.parse().ok()) {
-                    r.rr_mapped.insert((p.to_string(), size), m);
+                    mapped.insert((p.to_string(), size), m);
                 }
+            }
+        } else if rest.starts_with("rr-ab ") {
+            let key = (
+                f.get("proto").copied(),
+                f.get("size").and_then(|s| s.parse().ok()),
+            );
+            let p = f.get("p_slower").and_then(|s| s.parse().ok());
+            if let ((Some(proto), Some(size)), Some(p)) = (key, p) {
+                r.ab.insert((proto.to_string(), size), p);
             }
         } else if rest.starts_with("bulk ")
             || rest.starts_with("bulk-rx ")
@@ -289,6 +331,32 @@ pub fn parse_run(lines: &[String]) -> PathRun {
         r.error = Some("the guests did not finish the benchmark (no `bench: end`)".into());
     }
     r
+}
+
+/// Gives path 3 the round trips path 4's boot ran for it (a paired run):
+/// they are path 3's figures, and a path 4 without figures leaves path 3
+/// without them too.
+pub fn merge_paired(runs: &mut [(&Path, PathRun)]) {
+    let Some(i4) = runs.iter().position(|(p, _)| p.id == 4) else {
+        return;
+    };
+    let (rr, mapped, error) = {
+        let r4 = &runs[i4].1;
+        (
+            r4.rr_copy.clone(),
+            r4.rr_copy_mapped.clone(),
+            r4.error.clone(),
+        )
+    };
+    if let Some((_, r3)) = runs.iter_mut().find(|(p, _)| p.id == 3) {
+        if let Some(e) = error {
+            r3.error.get_or_insert(format!(
+                "its round trips ran in path 4's boot, which failed ({e})"
+            ));
+        }
+        r3.rr.extend(rr);
+        r3.rr_mapped.extend(mapped);
+    }
 }
 
 /// One `key=value` of a bulk line as numbers: `tx_exit_causes=a/b/..`
@@ -519,6 +587,33 @@ impl Report<'_> {
                 s,
                 "\ntcp-mmap and tcp-zc receive with TCP_ZEROCOPY_RECEIVE on both sides; bytes of each received message the stack mapped instead of copying (mean over the round trips): {}",
                 mapped.join("; ")
+            );
+        }
+        self.paired_table(s);
+    }
+
+    /// Path 4 against path 3 in one boot, when they shared it.
+    fn paired_table(&self, s: &mut String) {
+        let Some(ab) = self.ok(4).map(|r| &r.ab).filter(|ab| !ab.is_empty()) else {
+            return;
+        };
+        let _ = writeln!(
+            s,
+            "\nPath 3's round trips ran in path 4's boot, on the same connections: both guests' \
+             drivers switched receive mode at run time (`rx-copy`) before every round trip, \
+             copy first in one pair and zero-copy first in the next; path 3's bulk transfers \
+             ran in its own boot. p is the one-sided Wilcoxon signed-rank test's chance of \
+             pairs this far in favour of path 4 taking longer if neither mode did.\n\n\
+             | proto | size | path 4 ÷ path 3 | p |\n|---|---|---|---|"
+        );
+        for ((proto, size), p) in ab {
+            let _ = writeln!(
+                s,
+                "| {proto} | {size} | {} | {p:.2e} |",
+                ratio(
+                    self.rr_median(4, proto, *size),
+                    self.rr_median(3, proto, *size)
+                )
             );
         }
     }
@@ -790,21 +885,51 @@ impl Report<'_> {
             ));
         }
         let keys = self.rr_keys();
-        let worse: Vec<String> = keys
-            .iter()
-            .filter_map(|(proto, size)| {
-                let (a, b) = (
-                    self.rr_median(4, proto, *size)?,
-                    self.rr_median(3, proto, *size)?,
-                );
-                (a > b).then(|| format!("{proto} {size}"))
-            })
-            .collect();
+        let above = |(proto, size): &(String, usize)| {
+            let (a, b) = (
+                self.rr_median(4, proto, *size)?,
+                self.rr_median(3, proto, *size)?,
+            );
+            (a > b).then(|| format!("{proto} {size}"))
+        };
+        let ab = self.ok(4).map(|r| &r.ab).filter(|ab| !ab.is_empty());
+        let (worse, how) = match ab {
+            // Same boot: slower only where the test says so.
+            Some(ab) => {
+                let level = AB_ALPHA / ab.len() as f64;
+                let worse: Vec<String> = ab
+                    .iter()
+                    .filter(|(_, p)| **p < level)
+                    .map(|((proto, size), p)| format!("{proto} {size} (p = {p:.2e})"))
+                    .collect();
+                let noise: Vec<String> = keys
+                    .iter()
+                    .filter(|k| ab.get(*k).is_some_and(|p| *p >= level))
+                    .filter_map(above)
+                    .collect();
+                (
+                    worse,
+                    format!(
+                        "in one boot, each round trip in both modes, longer where a one-sided signed-rank test gives p < {AB_ALPHA} / {} comparisons{}",
+                        ab.len(),
+                        if noise.is_empty() {
+                            String::new()
+                        } else {
+                            format!("; median above but within chance at {}", noise.join(", "))
+                        }
+                    ),
+                )
+            }
+            None => (
+                keys.iter().filter_map(above).collect(),
+                "separate boots, medians compared".to_string(),
+            ),
+        };
         // With no round trips run (--bulk-only) there is nothing to compare.
         let measured = self.ok(4).is_some() && self.ok(3).is_some() && !keys.is_empty();
         out.push((
             format!(
-                "path 4 never slower than path 3 (round trips){}",
+                "path 4 never slower than path 3 (round trips; {how}){}",
                 if worse.is_empty() {
                     String::new()
                 } else {
@@ -1071,6 +1196,7 @@ pub fn run(choice: Choice, o: &Options) -> Result<()> {
             }
             runs.push((path, r));
         }
+        merge_paired(&mut runs);
         return write_report(
             Report {
                 runs,
@@ -1091,10 +1217,11 @@ pub fn run(choice: Choice, o: &Options) -> Result<()> {
         megs: emulator::DEFAULT_MEGS,
     };
     let timeout = Duration::from_secs(if o.smoke { 1200 } else { 3 * 3600 });
+    let paired = paired(&paths);
     let mut runs = Vec::new();
     for path in paths {
         let config: PathBuf = dir.join(format!("path{}-{}.toml", path.id, path.name));
-        fs::write(&config, config_text(path, &workload))?;
+        fs::write(&config, config_text(path, &workload, paired))?;
         let part = partition::load(&config, machine, &a.payloads, true)
             .with_context(|| format!("path {}", path.id))?;
         let boot = Boot {
@@ -1124,6 +1251,7 @@ pub fn run(choice: Choice, o: &Options) -> Result<()> {
         }
         runs.push((path, r));
     }
+    merge_paired(&mut runs);
     write_report(
         Report {
             runs,
@@ -1171,16 +1299,31 @@ mod tests {
 
     #[test]
     fn config_has_the_path_and_workload() {
-        let t = config_text(&PATHS[1], &Workload::smoke());
+        let t = config_text(&PATHS[1], &Workload::smoke(), true);
         assert!(t.contains("size_mib = 1\nmax_buffers = 64"), "{t}");
         assert!(t.contains("vmlink_net.rx_mode=copy"), "{t}");
         assert!(t.contains("bench.sizes=4096 "), "{t}");
         assert_eq!(t.matches("[[vm]]").count(), 2);
-        let t = config_text(&PATHS[3], &Workload::full());
+        let t = config_text(&PATHS[3], &Workload::full(), false);
         assert!(
             t.contains("bench.sizes=64,1024,4096,16384,65536 bench.reps=200,200,200,20,20 "),
             "{t}"
         );
+        assert!(!t.contains("bench.ab="), "{t}");
+        // Paired, path 4's boot runs path 3's round trips (bench.ab) and
+        // path 3's runs only its bulk transfers.
+        let t = config_text(&PATHS[3], &Workload::full(), true);
+        assert!(
+            t.contains("bench.reps=200,200,200,20,20 bench.ab=1 "),
+            "{t}"
+        );
+        let t = config_text(&PATHS[2], &Workload::full(), true);
+        assert!(t.contains("bench.sizes= bench.reps= bench.bulk="), "{t}");
+        assert!(!t.contains("bench.ab="), "{t}");
+        let ids = |v: &[u8]| -> Vec<&Path> { PATHS.iter().filter(|p| v.contains(&p.id)).collect() };
+        assert!(paired(&ids(&[1, 2, 3, 4, 5])));
+        assert!(!paired(&ids(&[2, 4])));
+        assert!(!paired(&ids(&[3])));
     }
 
     #[test]
@@ -1199,7 +1342,7 @@ mod tests {
         assert_eq!(ids, [2, 4], "in PATHS order");
         let w = o.workload().unwrap();
         assert!(w.sizes.is_empty());
-        let t = config_text(&PATHS[3], &w);
+        let t = config_text(&PATHS[3], &w, false);
         assert!(t.contains("bench.sizes= "), "{t}");
         assert!(t.contains(" nohz=off\""), "{t}");
         let smoke = Options {
@@ -1279,6 +1422,80 @@ mod tests {
         );
         // The zero-copy transfer had no exits line: no causes.
         assert!(zc.exit_causes_per_packet.iter().all(Option::is_none));
+    }
+
+    /// Path 4's boot with path 3's round trips (`bench-rr-ab`).
+    fn paired_runs(p_udp: f64, p_tcp: f64) -> Vec<(&'static Path, PathRun)> {
+        let p4 = parse_run(&lines(&[
+            "[vm0] bench: rr proto=udp size=64 reps=200 rx=copy cycles=90/100/200 ns=1/2/3",
+            "[vm0] bench: rr proto=udp size=64 reps=200 rx=zerocopy cycles=91/101/190 ns=1/2/3",
+            &format!("[vm0] bench: rr-ab proto=udp size=64 reps=200 blocks=4 p_slower={p_udp}"),
+            "[vm0] bench: rr proto=tcp-zc size=4096 reps=200 rx=copy cycles=900/1000/2000 ns=1/2/3 mapped=0",
+            "[vm0] bench: rr proto=tcp-zc size=4096 reps=200 rx=zerocopy cycles=500/600/700 ns=1/2/3 mapped=4096",
+            &format!("[vm0] bench: rr-ab proto=tcp-zc size=4096 reps=200 blocks=4 p_slower={p_tcp}"),
+            "[vm0] bench: end",
+        ]));
+        let p3 = parse_run(&lines(&[BULK, BULK_RX, "[vm0] bench: end"]));
+        let mut runs = vec![(&PATHS[2], p3), (&PATHS[3], p4)];
+        merge_paired(&mut runs);
+        runs
+    }
+
+    #[test]
+    fn path_3s_round_trips_come_from_path_4s_boot() {
+        let runs = paired_runs(0.3, 1.0);
+        let (r3, r4) = (&runs[0].1, &runs[1].1);
+        assert_eq!(r3.error, None);
+        assert_eq!(r3.rr[&("udp".to_string(), 64)].0.median, 100.0);
+        assert_eq!(r4.rr[&("udp".to_string(), 64)].0.median, 101.0);
+        assert_eq!(r3.rr_mapped[&("tcp-zc".to_string(), 4096)], 0);
+        assert_eq!(r4.rr_mapped[&("tcp-zc".to_string(), 4096)], 4096);
+        assert_eq!(r3.bulk.len(), 1, "path 3 keeps its own bulk transfers");
+        assert_eq!(r4.ab[&("tcp-zc".to_string(), 4096)], 1.0);
+        // Path 4's boot failed: path 3 has no round trips to show.
+        let mut p4 = parse_run(&lines(&[
+            "[vm0] bench: rr proto=udp size=64 reps=1 rx=copy cycles=1/1/1 ns=1/1/1",
+        ]));
+        assert!(p4.error.is_some());
+        p4.rr_copy.clear();
+        let mut runs = vec![(&PATHS[2], PathRun::default()), (&PATHS[3], p4)];
+        merge_paired(&mut runs);
+        assert!(runs[0]
+            .1
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("path 4's boot, which failed"));
+    }
+
+    #[test]
+    fn never_slower_is_judged_by_the_same_boot_test() {
+        let report = |p_udp, p_tcp| Report {
+            runs: paired_runs(p_udp, p_tcp),
+            workload: Workload::smoke(),
+            emulator: "test".into(),
+        };
+        let bar = |r: &Report| {
+            r.bars()
+                .into_iter()
+                .find(|(b, _)| b.contains("never slower than path 3"))
+                .unwrap()
+        };
+        // UDP 64's median is 1% above path 3's, but within chance.
+        let (text, verdict) = bar(&report(0.3, 1.0));
+        assert_eq!(verdict, "MET", "{text}");
+        assert!(text.contains("p < 0.05 / 2 comparisons"), "{text}");
+        assert!(text.contains("within chance at udp 64"), "{text}");
+        // Below 0.05 / 2: slower.
+        let (text, verdict) = bar(&report(0.02, 1.0));
+        assert_eq!(verdict, "NOT MET", "{text}");
+        assert!(text.ends_with(": slower at udp 64 (p = 2.00e-2)"), "{text}");
+        let md = report(0.3, 1.0).markdown();
+        assert!(md.contains("| udp | 64 | 1.01 | 3.00e-1 |"), "{md}");
+        assert!(
+            md.contains("| tcp-zc | 4096 | 3 large-copy | 1000 (900–2000)"),
+            "{md}"
+        );
     }
 
     #[test]

@@ -391,7 +391,7 @@ mod tests {
             crate::bench::Workload::smoke(),
         ] {
             for path in &crate::bench::PATHS {
-                let text = crate::bench::config_text(path, &w);
+                let text = crate::bench::config_text(path, &w, true);
                 let m = Machine {
                     cpus: 2,
                     megs: 1024,

@@ -18,6 +18,7 @@ use std::net::{Shutdown, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 use crate::mapped_rx::MappedReceiver;
+use crate::paired;
 use crate::zerocopy;
 use vmlink_abi::hypercall::stat::{cause_names, CAUSES};
 
@@ -316,10 +317,13 @@ pub fn serve() -> Result<String, String> {
     accept_on(BULK_SINK_MAPPED, "bulk-mmap", |c| {
         bulk_sink(c, true);
     })?;
+    accept_on(paired::MODE_CONTROL, "mode", paired::mode_control)?;
     let sink = TcpListener::bind(("0.0.0.0", BULK_SINK)).map_err(|e| format!("bind bulk: {e}"))?;
     println!(
         "bench: serving udp {UDP_ECHO}, tcp {TCP_ECHO}, tcp-mmap {TCP_MAPPED_ECHO}, \
-         tcp-zc {TCP_ZC_ECHO}, bulk {BULK_SINK}, bulk-mmap {BULK_SINK_MAPPED}"
+         tcp-zc {TCP_ZC_ECHO}, bulk {BULK_SINK}, bulk-mmap {BULK_SINK_MAPPED}, \
+         mode {}",
+        paired::MODE_CONTROL
     );
     for c in sink.incoming().flatten() {
         if bulk_sink(c, false) == Sink::Stop {
@@ -519,13 +523,60 @@ fn bulk_sink(mut c: TcpStream, mapped: bool) -> Sink {
 /// (`mapped_rx`), copying only what the stack cannot map; `tcp-zc` also
 /// sends with MSG_ZEROCOPY (`zerocopy`).
 pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, String> {
+    let t = round_trips(proto, peer, size, reps, |_| Ok(()))?;
+    t.line(proto, size, reps, None)
+}
+
+/// What `reps` round trips measured: one sample each.
+pub struct RoundTrips {
+    pub cycles: Vec<u64>,
+    pub ns: Vec<u64>,
+    /// Bytes of each message the stack mapped instead of copying (empty:
+    /// the mode does not map).
+    pub mapped: Vec<u64>,
+}
+
+impl RoundTrips {
+    /// The `rr` line of these samples; `rx` names the receive mode they
+    /// ran in when a run compares modes.
+    pub fn line(
+        &self,
+        proto: &str,
+        size: usize,
+        reps: u32,
+        rx: Option<&str>,
+    ) -> Result<String, String> {
+        let (Some(c), Some(n)) = (Spread::of(&self.cycles), Spread::of(&self.ns)) else {
+            return Err("no round trips".into());
+        };
+        Ok(format!(
+            "rr proto={proto} size={size} reps={reps}{} cycles={c} ns={n}{}",
+            rx.map_or(String::new(), |m| format!(" rx={m}")),
+            // How much of what came back the stack mapped, not copied.
+            match self.mapped.len() as u64 {
+                0 => String::new(),
+                n => format!(" mapped={}", self.mapped.iter().sum::<u64>() / n),
+            }
+        ))
+    }
+}
+
+/// The round trips of [`rr`], as samples. `before(i)` runs before counted
+/// round trip `i`, while the connection is quiet (`bench-rr-ab` switches
+/// the receive mode there).
+pub fn round_trips(
+    proto: &str,
+    peer: &str,
+    size: usize,
+    reps: u32,
+    mut before: impl FnMut(usize) -> Result<(), String>,
+) -> Result<RoundTrips, String> {
     if size == 0 || (proto == "udp" && size > MAX_UDP) {
         return Err(format!("size {size} out of range for {proto}"));
     }
     let mut msg = vec![0u8; size];
     let mut back = vec![0u8; size];
-    let (mut cycles, mut ns) = (Vec::new(), Vec::new());
-    let mut mapped = 0u64;
+    let (mut cycles, mut ns, mut mapped) = (Vec::new(), Vec::new(), Vec::new());
     enum Sock<'s> {
         Udp(UdpSocket),
         Tcp(&'s TcpStream),
@@ -573,6 +624,9 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
     };
     // Two warm-up round trips (ARP, TCP window), not counted.
     for rep in 0..reps + 2 {
+        if rep >= 2 {
+            before(rep as usize - 2)?;
+        }
         for (i, b) in msg.iter_mut().enumerate() {
             *b = rr_byte(rep, i);
         }
@@ -615,7 +669,7 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
         let same = match &sock {
             Sock::Mapped(_, rx) | Sock::Zc(rx, _) => {
                 if rep >= 2 {
-                    mapped += rx.mapped() as u64;
+                    mapped.push(rx.mapped() as u64);
                 }
                 rx.equals(&msg)
             }
@@ -629,20 +683,7 @@ pub fn rr(proto: &str, peer: &str, size: usize, reps: u32) -> Result<String, Str
             ns.push(t1.as_nanos() as u64);
         }
     }
-    let (c, n) = (Spread::of(&cycles), Spread::of(&ns));
-    match (c, n) {
-        (Some(c), Some(n)) => Ok(format!(
-            "rr proto={proto} size={size} reps={reps} cycles={c} ns={n}{}",
-            match sock {
-                // How much of what came back the stack mapped, not copied.
-                Sock::Mapped(..) | Sock::Zc(..) => {
-                    format!(" mapped={}", mapped / u64::from(reps.max(1)))
-                }
-                _ => String::new(),
-            }
-        )),
-        _ => Err("no round trips".into()),
-    }
+    Ok(RoundTrips { cycles, ns, mapped })
 }
 
 /// How the bulk sender hands its bytes to the kernel.
@@ -971,6 +1012,11 @@ mod tests {
             "{r}"
         );
         assert!(copy_cost(1500, 10).unwrap().starts_with("copy size=1500"));
+        // Mode changes reach the peer, and its refusal comes back named
+        // (loopback has no vml0 to switch).
+        let mut ctl = paired::Control::connect("127.0.0.1").unwrap();
+        let e = ctl.set_both(paired::RxMode::Copy).unwrap_err();
+        assert!(e.starts_with("127.0.0.1: vml0 rx-copy copy: "), "{e}");
         stop("127.0.0.1").unwrap();
         assert_eq!(server.join().unwrap().unwrap(), "stopped by the peer");
     }

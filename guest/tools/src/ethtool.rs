@@ -14,7 +14,10 @@ const SIOCETHTOOL: libc::c_ulong = 0x8946;
 const ETHTOOL_GSTRINGS: u32 = 0x1b;
 const ETHTOOL_GSTATS: u32 = 0x1d;
 const ETHTOOL_GSSET_INFO: u32 = 0x37;
+const ETHTOOL_GPFLAGS: u32 = 0x27;
+const ETHTOOL_SPFLAGS: u32 = 0x28;
 const ETH_SS_STATS: u32 = 1;
+const ETH_SS_PRIV_FLAGS: u32 = 2;
 const ETH_GSTRING_LEN: usize = 32;
 
 /// `struct ifreq` as SIOCETHTOOL reads it: the name, then a pointer to the
@@ -67,24 +70,25 @@ impl Device<'_> {
         Ok(())
     }
 
-    /// How many statistics the device has.
-    fn stats_count(&self) -> io::Result<usize> {
+    /// How many strings the device has in `set` (statistics, private
+    /// flags).
+    fn count(&self, set: u32) -> io::Result<usize> {
         // struct ethtool_sset_info: cmd, reserved, sset_mask, data[1].
         let mut b = [0u64; 3];
         b[0] = u64::from(ETHTOOL_GSSET_INFO);
-        b[1] = 1 << ETH_SS_STATS;
+        b[1] = 1 << set;
         self.ioctl(&mut b)?;
-        if b[1] & (1 << ETH_SS_STATS) == 0 {
+        if b[1] & (1 << set) == 0 {
             return Ok(0);
         }
         Ok((b[2] & 0xffff_ffff) as usize)
     }
 
-    /// The names of the device's `n` statistics.
-    fn names(&self, n: usize) -> io::Result<Vec<String>> {
+    /// The `n` names of `set`.
+    fn names(&self, set: u32, n: usize) -> io::Result<Vec<String>> {
         // struct ethtool_gstrings: cmd, string_set, len, then the strings.
         let mut b = vec![0u64; 2 + n * ETH_GSTRING_LEN / 8];
-        b[0] = u64::from(ETHTOOL_GSTRINGS) | u64::from(ETH_SS_STATS) << 32;
+        b[0] = u64::from(ETHTOOL_GSTRINGS) | u64::from(set) << 32;
         b[1] = n as u64;
         self.ioctl(&mut b)?;
         let bytes: Vec<u8> = b[1..].iter().flat_map(|w| w.to_ne_bytes()).collect();
@@ -111,8 +115,54 @@ impl Device<'_> {
 /// The statistics' names and values: one socket and one count for both.
 pub fn stats(dev: &str) -> io::Result<Vec<(String, u64)>> {
     let d = Device::open(dev)?;
-    let n = d.stats_count()?;
-    Ok(d.names(n)?.into_iter().zip(d.values(n)?).collect())
+    let n = d.count(ETH_SS_STATS)?;
+    Ok(d.names(ETH_SS_STATS, n)?
+        .into_iter()
+        .zip(d.values(n)?)
+        .collect())
+}
+
+/// The bit of the private flag `flag` in the device's flag word.
+fn flag_bit(d: &Device, flag: &str) -> io::Result<u32> {
+    let n = d.count(ETH_SS_PRIV_FLAGS)?;
+    let names = d.names(ETH_SS_PRIV_FLAGS, n)?;
+    match names.iter().position(|f| f == flag) {
+        Some(i) if i < 32 => Ok(1 << i),
+        _ => Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!(
+                "{} has no private flag {flag} (it has: {})",
+                d.name,
+                names.join(", ")
+            ),
+        )),
+    }
+}
+
+/// `struct ethtool_value` for GPFLAGS/SPFLAGS: cmd, then the flag word.
+fn flags_word(d: &Device) -> io::Result<u32> {
+    let mut b = [u64::from(ETHTOOL_GPFLAGS)];
+    d.ioctl(&mut b)?;
+    Ok((b[0] >> 32) as u32)
+}
+
+/// Whether the device's private flag `flag` is on (`ethtool
+/// --show-priv-flags`).
+pub fn flag(dev: &str, flag: &str) -> io::Result<bool> {
+    let d = Device::open(dev)?;
+    let bit = flag_bit(&d, flag)?;
+    Ok(flags_word(&d)? & bit != 0)
+}
+
+/// Turns the device's private flag `flag` on or off (`ethtool
+/// --set-priv-flags DEV FLAG on|off`); the driver may refuse.
+pub fn set_flag(dev: &str, flag: &str, on: bool) -> io::Result<()> {
+    let d = Device::open(dev)?;
+    let bit = flag_bit(&d, flag)?;
+    let word = flags_word(&d)?;
+    let word = if on { word | bit } else { word & !bit };
+    let mut b = [u64::from(ETHTOOL_SPFLAGS) | u64::from(word) << 32];
+    d.ioctl(&mut b)
 }
 
 #[cfg(test)]
@@ -123,5 +173,7 @@ mod tests {
     fn a_missing_device_is_an_error() {
         assert!(stats("no-such-dev0").is_err());
         assert!(stats("a-name-longer-than-ifnamsiz").is_err());
+        assert!(flag("no-such-dev0", "rx-copy").is_err());
+        assert!(set_flag("no-such-dev0", "rx-copy", true).is_err());
     }
 }

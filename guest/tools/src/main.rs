@@ -7,6 +7,7 @@
 mod bench;
 mod ethtool;
 mod mapped_rx;
+mod paired;
 mod placement;
 mod stream;
 mod udp;
@@ -67,6 +68,24 @@ fn main() -> ExitCode {
             }
             None => usage(),
         },
+        // The driver's receive mode at run time (its `rx-copy` flag).
+        Some("rx-mode") => {
+            let r = match args.get(1).map(|m| paired::RxMode::parse(m)) {
+                None => paired::current().map(|m| m.name().to_string()),
+                Some(Some(m)) => paired::set_local(m).map(|()| m.name().to_string()),
+                Some(None) => Err("usage: rx-mode [copy|zerocopy]".into()),
+            };
+            match r {
+                Ok(m) => {
+                    println!("vmlink-guest: rx-mode: {m}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    println!("vmlink-guest: rx-mode: ERROR: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Some(cmd @ ("udp-send" | "udp-recv")) => {
             let num = |i| num_arg(&args, i);
             let r = match (cmd, args.get(1), num(1), num(2), num(3)) {
@@ -89,13 +108,22 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Some(cmd @ ("bench-serve" | "bench-stop" | "bench-rr" | "bench-bulk" | "bench-copy")) => {
+        Some(
+            cmd @ ("bench-serve" | "bench-stop" | "bench-rr" | "bench-rr-ab" | "bench-bulk"
+            | "bench-copy"),
+        ) => {
             let num = |i| num_arg(&args, i);
             let r = match (cmd, args.get(1), args.get(2)) {
                 ("bench-serve", _, _) => bench::serve(),
                 ("bench-stop", Some(peer), _) => bench::stop(peer),
                 ("bench-rr", Some(proto), Some(peer)) => match (num(3), num(4)) {
                     (Some(size), Some(reps)) => bench::rr(proto, peer, size as usize, reps as u32),
+                    _ => Err(BENCH_USAGE.into()),
+                },
+                ("bench-rr-ab", Some(proto), Some(peer)) => match (num(3), num(4)) {
+                    (Some(size), Some(reps)) => {
+                        paired::rr_ab(proto, peer, size as usize, reps as u32)
+                    }
                     _ => Err(BENCH_USAGE.into()),
                 },
                 ("bench-bulk", Some(peer), _) => match (
@@ -129,6 +157,7 @@ fn main() -> ExitCode {
 
 const BENCH_USAGE: &str =
     "usage: bench-serve | bench-stop PEER | bench-rr udp|tcp|tcp-mmap|tcp-zc PEER SIZE REPS \
+    | bench-rr-ab PROTO PEER SIZE REPS \
     | bench-bulk PEER BYTES SEED [copy|zerocopy|zerocopy-mmap] | bench-copy SIZE REPS";
 
 fn num_arg(args: &[String], i: usize) -> Option<u64> {
@@ -138,7 +167,7 @@ fn num_arg(args: &[String], i: usize) -> Option<u64> {
 fn usage() -> ExitCode {
     eprintln!(
         "usage: vmlink-guest info | gen BYTES SEED | check BYTES SEED \
-         | stats DEV | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT | bench-..."
+         | stats DEV | rx-mode [copy|zerocopy] | udp-send ADDR:PORT SIZE COUNT | udp-recv PORT SIZE COUNT | bench-..."
     );
     eprintln!("{BENCH_USAGE}");
     ExitCode::from(2)

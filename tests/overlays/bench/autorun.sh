@@ -6,7 +6,9 @@
 #   sizes (comma-separated payload bytes), reps (round trips for each of
 #   those sizes, in the same order),
 #   bulk (bytes per bulk TCP transfer), bulk_reps,
-#   mtu (vml0's MTU on both guests; default the driver's 1500).
+#   mtu (vml0's MTU on both guests; default the driver's 1500),
+#   ab (1: each round trip runs in both receive modes, on both guests,
+#   side by side; path 4's boot measures path 3's round trips so).
 # vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
 # No sleeps: guest time is slow under Bochs.
 . /lib/vmlink/channel.sh
@@ -26,19 +28,27 @@ fi
 until vmlink-guest bench-rr tcp $peer 64 1 >/dev/null 2>&1; do :; done
 echo "bench: start path=$(arg path) mtu=$(cat /sys/class/net/vml0/mtu)"
 vmlink-guest bench-copy 1500 200
+ab=$(arg ab)
+rr() {
+    if [ -n "$ab" ]; then
+        vmlink-guest bench-rr-ab $1 $peer $2 $3
+    else
+        vmlink-guest bench-rr $1 $peer $2 $3
+    fi
+}
 set -- $(arg reps | tr , ' ')
 for size in $(arg sizes | tr , ' '); do
     u=$size
     [ "$u" -gt 65507 ] && u=65507 # the largest UDP payload
     r=$1
     shift
-    vmlink-guest bench-rr udp $peer $u "$r"
-    vmlink-guest bench-rr tcp $peer $size "$r"
+    rr udp $u "$r"
+    rr tcp $size "$r"
     # Receiving by mapping pages (TCP_ZEROCOPY_RECEIVE), alone and with
     # MSG_ZEROCOPY sends, needs a page of payload at least.
     if [ "$size" -ge 4096 ]; then
-        vmlink-guest bench-rr tcp-mmap $peer $size "$r"
-        vmlink-guest bench-rr tcp-zc $peer $size "$r"
+        rr tcp-mmap $size "$r"
+        rr tcp-zc $size "$r"
     fi
 done
 # Each bulk repetition three times: the sender writing normally (two copies
