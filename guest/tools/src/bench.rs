@@ -317,7 +317,9 @@ pub fn serve() -> Result<String, String> {
     accept_on(BULK_SINK_MAPPED, "bulk-mmap", |c| {
         bulk_sink(c, true);
     })?;
-    accept_on(paired::MODE_CONTROL, "mode", paired::mode_control)?;
+    let mode = UdpSocket::bind(("0.0.0.0", paired::MODE_CONTROL))
+        .map_err(|e| format!("bind mode control: {e}"))?;
+    std::thread::spawn(move || paired::mode_control(mode));
     let sink = TcpListener::bind(("0.0.0.0", BULK_SINK)).map_err(|e| format!("bind bulk: {e}"))?;
     println!(
         "bench: serving udp {UDP_ECHO}, tcp {TCP_ECHO}, tcp-mmap {TCP_MAPPED_ECHO}, \

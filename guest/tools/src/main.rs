@@ -120,9 +120,9 @@ fn main() -> ExitCode {
                     (Some(size), Some(reps)) => bench::rr(proto, peer, size as usize, reps as u32),
                     _ => Err(BENCH_USAGE.into()),
                 },
-                ("bench-rr-ab", Some(proto), Some(peer)) => match (num(3), num(4)) {
-                    (Some(size), Some(reps)) => {
-                        paired::rr_ab(proto, peer, size as usize, reps as u32)
+                ("bench-rr-ab", Some(proto), Some(peer)) => match (num(3), num(4), num(5)) {
+                    (Some(size), Some(reps), Some(blocks)) => {
+                        paired::rr_ab(proto, peer, size as usize, reps as u32, blocks as u32)
                     }
                     _ => Err(BENCH_USAGE.into()),
                 },
@@ -157,7 +157,7 @@ fn main() -> ExitCode {
 
 const BENCH_USAGE: &str =
     "usage: bench-serve | bench-stop PEER | bench-rr udp|tcp|tcp-mmap|tcp-zc PEER SIZE REPS \
-    | bench-rr-ab PROTO PEER SIZE REPS \
+    | bench-rr-ab PROTO PEER SIZE REPS BLOCKS \
     | bench-bulk PEER BYTES SEED [copy|zerocopy|zerocopy-mmap] | bench-copy SIZE REPS";
 
 fn num_arg(args: &[String], i: usize) -> Option<u64> {

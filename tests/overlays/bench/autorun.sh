@@ -7,8 +7,9 @@
 #   those sizes, in the same order),
 #   bulk (bytes per bulk TCP transfer), bulk_reps,
 #   mtu (vml0's MTU on both guests; default the driver's 1500),
-#   ab (1: each round trip runs in both receive modes, on both guests,
-#   side by side; path 4's boot measures path 3's round trips so).
+#   ab (blocks per receive mode: the round trips run in both modes, on
+#   both guests, alternating on one connection; path 4's boot measures
+#   path 3's round trips so).
 # vm1 serves; vm0 measures and prints the `bench:` lines xtask reads.
 # No sleeps: guest time is slow under Bochs.
 . /lib/vmlink/channel.sh
@@ -31,7 +32,7 @@ vmlink-guest bench-copy 1500 200
 ab=$(arg ab)
 rr() {
     if [ -n "$ab" ]; then
-        vmlink-guest bench-rr-ab $1 $peer $2 $3
+        vmlink-guest bench-rr-ab $1 $peer $2 $3 $ab
     else
         vmlink-guest bench-rr $1 $peer $2 $3
     fi
