@@ -1,8 +1,10 @@
 //! `cargo xtask bench`: the paper's comparison (issue 6), every path
 //! measured in one run on the same emulator. Each path is one boot of both
-//! guests with its own partition configuration and driver parameters; the
-//! guests run `vmlink-guest bench-*` (tests/overlays/bench/autorun.sh) and
-//! print `bench:` lines, which this module turns into tables.
+//! guests with its own partition configuration and driver parameters,
+//! except that path 3's round trips run in path 4's boot when both are
+//! selected ([`paired`]); the guests run `vmlink-guest bench-*`
+//! (tests/overlays/bench/autorun.sh) and print `bench:` lines, which this
+//! module turns into tables.
 
 use crate::emulator::{self, Boot, Choice, Console, Outcome};
 use crate::partition;
