@@ -284,11 +284,12 @@ pub fn parse_run(lines: &[String]) -> PathRun {
             continue;
         }
         let f = fields(rest);
+        // What an `rr` or `rr-ab` line is about.
+        let key = (
+            f.get("proto").copied(),
+            f.get("size").and_then(|s| s.parse::<usize>().ok()),
+        );
         if rest.starts_with("rr ") {
-            let key = (
-                f.get("proto").copied(),
-                f.get("size").and_then(|s| s.parse().ok()),
-            );
             let c = f.get("cycles").and_then(|s| Spread::parse(s));
             let n = f.get("ns").and_then(|s| Spread::parse(s));
             if let ((Some(p), Some(size)), Some(c), Some(n)) = (key, c, n) {
@@ -303,10 +304,6 @@ pub fn parse_run(lines: &[String]) -> PathRun {
                 }
             }
         } else if rest.starts_with("rr-ab ") {
-            let key = (
-                f.get("proto").copied(),
-                f.get("size").and_then(|s| s.parse().ok()),
-            );
             let p = f.get("p_slower").and_then(|s| s.parse().ok());
             if let ((Some(proto), Some(size)), Some(p)) = (key, p) {
                 r.ab.insert((proto.to_string(), size), p);
@@ -347,14 +344,12 @@ pub fn merge_paired(runs: &mut [(&Path, PathRun)]) {
     let Some(i4) = runs.iter().position(|(p, _)| p.id == 4) else {
         return;
     };
-    let (rr, mapped, error) = {
-        let r4 = &runs[i4].1;
-        (
-            r4.rr_copy.clone(),
-            r4.rr_copy_mapped.clone(),
-            r4.error.clone(),
-        )
-    };
+    let r4 = &mut runs[i4].1;
+    let (rr, mapped, error) = (
+        std::mem::take(&mut r4.rr_copy),
+        std::mem::take(&mut r4.rr_copy_mapped),
+        r4.error.clone(),
+    );
     if let Some((_, r3)) = runs.iter_mut().find(|(p, _)| p.id == 3) {
         if let Some(e) = error {
             r3.error.get_or_insert(format!(
@@ -599,9 +594,14 @@ impl Report<'_> {
         self.paired_table(s);
     }
 
+    /// Path 4's same-boot test against path 3, when they shared a boot.
+    fn ab(&self) -> Option<&BTreeMap<(String, usize), f64>> {
+        self.ok(4).map(|r| &r.ab).filter(|ab| !ab.is_empty())
+    }
+
     /// Path 4 against path 3 in one boot, when they shared it.
     fn paired_table(&self, s: &mut String) {
-        let Some(ab) = self.ok(4).map(|r| &r.ab).filter(|ab| !ab.is_empty()) else {
+        let Some(ab) = self.ab() else {
             return;
         };
         let _ = writeln!(
@@ -901,8 +901,7 @@ impl Report<'_> {
             );
             (a > b).then(|| format!("{proto} {size}"))
         };
-        let ab = self.ok(4).map(|r| &r.ab).filter(|ab| !ab.is_empty());
-        let (worse, how) = match ab {
+        let (worse, how) = match self.ab() {
             // Same boot: slower only where the test says so.
             Some(ab) => {
                 let level = AB_ALPHA / ab.len() as f64;

@@ -155,14 +155,16 @@ pub fn flag(dev: &str, flag: &str) -> io::Result<bool> {
 }
 
 /// Turns the device's private flag `flag` on or off (`ethtool
-/// --set-priv-flags DEV FLAG on|off`); the driver may refuse.
-pub fn set_flag(dev: &str, flag: &str, on: bool) -> io::Result<()> {
+/// --set-priv-flags DEV FLAG on|off`); the driver may refuse. Returns
+/// whether the flag is on afterwards, read back from the driver.
+pub fn set_flag(dev: &str, flag: &str, on: bool) -> io::Result<bool> {
     let d = Device::open(dev)?;
     let bit = flag_bit(&d, flag)?;
     let word = flags_word(&d)?;
     let word = if on { word | bit } else { word & !bit };
     let mut b = [u64::from(ETHTOOL_SPFLAGS) | u64::from(word) << 32];
-    d.ioctl(&mut b)
+    d.ioctl(&mut b)?;
+    Ok(flags_word(&d)? & bit != 0)
 }
 
 #[cfg(test)]
