@@ -77,28 +77,58 @@ pub fn set_local(m: RxMode) -> Result<(), String> {
     }
 }
 
-/// The server's side of [`Control::set_both`]: a datagram naming a mode,
-/// answered with `ok` or `err WHY`. Runs until the socket fails.
+/// A mode change on the wire: `SEQ MODE`, answered `SEQ ok` or `SEQ err
+/// WHY`. The number lets a retry tell a late answer to an earlier try
+/// from its own; a change asked twice is made twice, which is harmless.
+fn request(seq: u32, m: RxMode) -> String {
+    format!("{seq} {}", m.name())
+}
+
+/// The server's answer to one request.
+fn answer(asked: &str) -> String {
+    let (seq, mode) = asked.trim().split_once(' ').unwrap_or(("?", asked.trim()));
+    let outcome = match RxMode::parse(mode) {
+        Some(m) => match set_local(m) {
+            Ok(()) => "ok".to_string(),
+            Err(e) => format!("err {e}"),
+        },
+        None => format!("err no receive mode {mode:?} (copy or zerocopy)"),
+    };
+    format!("{seq} {outcome}")
+}
+
+/// What an answer says about request `seq`: None when it answers another.
+fn outcome(seq: u32, reply: &str) -> Option<Result<(), String>> {
+    let (got, rest) = reply.trim().split_once(' ')?;
+    if got.parse::<u32>().ok()? != seq {
+        return None;
+    }
+    Some(match rest {
+        "ok" => Ok(()),
+        other => Err(other.trim_start_matches("err ").to_string()),
+    })
+}
+
+/// The server's side of [`Control::set_both`]. Runs until the socket fails.
 pub fn mode_control(sock: UdpSocket) {
     let mut buf = [0u8; 64];
     while let Ok((n, from)) = sock.recv_from(&mut buf) {
-        let asked = String::from_utf8_lossy(&buf[..n]);
-        let answer = match RxMode::parse(asked.trim()) {
-            Some(m) => match set_local(m) {
-                Ok(()) => "ok".to_string(),
-                Err(e) => format!("err {e}"),
-            },
-            None => format!("err no receive mode {:?} (copy or zerocopy)", asked.trim()),
-        };
-        let _ = sock.send_to(answer.as_bytes(), from);
+        let reply = answer(&String::from_utf8_lossy(&buf[..n]));
+        let _ = sock.send_to(reply.as_bytes(), from);
     }
 }
 
+/// Tries of one change, each waiting this long (guest time) for its answer.
+const TRIES: u32 = 5;
+const TRY_WAIT: Duration = Duration::from_secs(4);
+
 /// The peer's mode control, kept for a whole comparison. UDP, so that a
-/// change leaves no ACK in flight to land in the next round trip.
+/// change leaves no ACK in flight to land in the next round trip; a lost
+/// datagram is sent again.
 pub struct Control {
     sock: UdpSocket,
     peer: String,
+    seq: u32,
 }
 
 impl Control {
@@ -106,28 +136,49 @@ impl Control {
         let sock = UdpSocket::bind("0.0.0.0:0").map_err(|e| e.to_string())?;
         sock.connect((peer, MODE_CONTROL))
             .map_err(|e| format!("mode control on {peer}: {e}"))?;
-        // Guest time; a lost datagram is an error anyway.
-        sock.set_read_timeout(Some(Duration::from_secs(20)))
+        sock.set_read_timeout(Some(TRY_WAIT))
             .map_err(|e| e.to_string())?;
         Ok(Control {
             sock,
             peer: peer.to_string(),
+            seq: 0,
         })
     }
 
     /// Sets the receive mode of both guests: the peer's, then this one's.
     pub fn set_both(&mut self, m: RxMode) -> Result<(), String> {
+        self.seq = self.seq.wrapping_add(1);
         let peer = &self.peer;
+        let asked = request(self.seq, m);
         let mut buf = [0u8; 256];
-        let n = self
-            .sock
-            .send(m.name().as_bytes())
-            .and_then(|_| self.sock.recv(&mut buf))
-            .map_err(|e| format!("mode control on {peer}: {e}"))?;
-        match String::from_utf8_lossy(&buf[..n]).trim() {
-            "ok" => set_local(m),
-            other => Err(format!("{peer}: {}", other.trim_start_matches("err "))),
+        for _ in 0..TRIES {
+            self.sock
+                .send(asked.as_bytes())
+                .map_err(|e| format!("mode control on {peer}: {e}"))?;
+            // Answers to earlier tries are read and passed over.
+            loop {
+                match self.sock.recv(&mut buf) {
+                    Ok(n) => match outcome(self.seq, &String::from_utf8_lossy(&buf[..n])) {
+                        Some(Ok(())) => return set_local(m),
+                        Some(Err(why)) => return Err(format!("{peer}: {why}")),
+                        None => continue,
+                    },
+                    Err(e)
+                        if matches!(
+                            e.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                    {
+                        break
+                    }
+                    Err(e) => return Err(format!("mode control on {peer}: {e}")),
+                }
+            }
         }
+        Err(format!(
+            "mode control on {peer}: no answer to {:?} in {TRIES} tries",
+            m.name()
+        ))
     }
 }
 
@@ -151,15 +202,71 @@ pub fn block_reps(reps: u32, blocks: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Pooled samples up to this many get the exact test; beyond, its
+/// distribution is close enough to normal and the exact count too dear.
+const EXACT_UP_TO: usize = 40;
+
 /// One-sided Mann–Whitney test: the chance of ranks at least this far in
-/// favour of `b` being larger than `a` if both came from one distribution
-/// (normal approximation with the tie and continuity corrections). 1 when
-/// the samples cannot tell (empty, or every value the same).
+/// favour of `b` being larger than `a` if both came from one distribution.
+/// Exact for small samples (the bench's 8 + 8 block medians), the normal
+/// approximation beyond. 1 when the samples cannot tell (empty, or every
+/// value the same).
 pub fn p_larger(a: &[u64], b: &[u64]) -> f64 {
-    let (na, nb) = (a.len() as f64, b.len() as f64);
     if a.is_empty() || b.is_empty() {
         return 1.0;
     }
+    if a.len() + b.len() <= EXACT_UP_TO {
+        p_larger_exact(a, b)
+    } else {
+        p_larger_normal(a, b)
+    }
+}
+
+/// Twice each value's mid-rank in the pooled samples (integers, ties
+/// sharing the mean of their ranks), in the order of `a` then `b`.
+fn doubled_ranks(a: &[u64], b: &[u64]) -> Vec<u64> {
+    let mut sorted: Vec<u64> = a.iter().chain(b).copied().collect();
+    sorted.sort_unstable();
+    a.iter()
+        .chain(b)
+        .map(|v| {
+            let first = sorted.partition_point(|x| x < v) as u64 + 1;
+            let last = sorted.partition_point(|x| x <= v) as u64;
+            first + last
+        })
+        .collect()
+}
+
+/// The permutation test on ranks: of all ways to deal the pooled ranks
+/// into groups the sizes of `a` and `b`, the share whose `b` group ranks
+/// at least as high as the observed one. Ties keep their mid-ranks, so
+/// this is the exact test given the ties.
+fn p_larger_exact(a: &[u64], b: &[u64]) -> f64 {
+    let ranks = doubled_ranks(a, b);
+    let observed: u64 = ranks[a.len()..].iter().sum();
+    let top = ranks.iter().sum::<u64>() as usize;
+    // ways[k][s]: the subsets of k ranks seen so far that sum to s. Counts
+    // stay below C(40, 20) < 2^53, exact in an f64.
+    let k_max = b.len();
+    let mut ways = vec![vec![0f64; top + 1]; k_max + 1];
+    ways[0][0] = 1.0;
+    for &r in &ranks {
+        let r = r as usize;
+        for k in (1..=k_max).rev() {
+            let (lower, upper) = ways.split_at_mut(k);
+            for s in (r..=top).rev() {
+                upper[0][s] += lower[k - 1][s - r];
+            }
+        }
+    }
+    let all: f64 = ways[k_max].iter().sum();
+    let at_least: f64 = ways[k_max][observed as usize..].iter().sum();
+    at_least / all
+}
+
+/// The normal approximation, with the tie and continuity corrections.
+fn p_larger_normal(a: &[u64], b: &[u64]) -> f64 {
+    let (na, nb) = (a.len() as f64, b.len() as f64);
     // U of b: pairs where b's sample is the larger, ties counting half.
     let u: f64 = b
         .iter()
@@ -303,6 +410,27 @@ mod tests {
     }
 
     #[test]
+    fn mode_changes_match_their_answers() {
+        assert_eq!(request(3, RxMode::Zerocopy), "3 zerocopy");
+        assert_eq!(outcome(3, "3 ok\n"), Some(Ok(())));
+        assert_eq!(
+            outcome(3, "3 err vml0 still receives in copy mode"),
+            Some(Err("vml0 still receives in copy mode".to_string()))
+        );
+        // A late answer to an earlier try, or garbage, answers nothing.
+        assert_eq!(outcome(3, "2 ok"), None);
+        assert_eq!(outcome(3, "ok"), None);
+        assert_eq!(outcome(3, "x ok"), None);
+        // A request naming no mode is refused without touching the device.
+        let refused = answer("9 lend");
+        assert!(
+            refused.starts_with("9 err no receive mode \"lend\""),
+            "{refused}"
+        );
+        assert_eq!(outcome(9, &refused).map(|r| r.is_err()), Some(true));
+    }
+
+    #[test]
     fn rank_test_finds_a_shift_and_not_noise() {
         // A pseudo-random spread around 24000, the same for both.
         let noise = |seed: u64, n: usize| -> Vec<u64> {
@@ -326,17 +454,23 @@ mod tests {
         // Nothing to tell.
         assert_eq!(p_larger(&[5, 5], &[5, 5, 5]), 1.0);
         assert_eq!(p_larger(&[], &[1]), 1.0);
-        // Eight blocks a side, wholly separated, is p = 1/12870 in the
-        // exact test: below the bench's 0.05 / 16; the approximation says
-        // about 5e-4, still below. With one of the eight at the bottom it
-        // is not.
+        // Eight blocks a side, wholly separated: 1 in C(16, 8) = 12870,
+        // below the bench's 0.05 / 16. With one of the eight tied at the
+        // bottom it is 46/12870, not below.
         let lo: Vec<u64> = (0..8).collect();
         let hi: Vec<u64> = (8..16).collect();
-        let p = p_larger(&lo, &hi);
-        assert!(p < 0.05 / 16.0 && p > 1e-4, "{p}");
+        assert!((p_larger(&lo, &hi) - 1.0 / 12870.0).abs() < 1e-12);
         let mixed: Vec<u64> = std::iter::once(0).chain(9..16).collect();
-        let p = p_larger(&lo, &mixed);
-        assert!(p > 0.05 / 16.0 && p < 0.05, "{p}");
+        assert!((p_larger(&lo, &mixed) - 46.0 / 12870.0).abs() < 1e-12);
+        assert!(p_larger(&lo, &mixed) > 0.05 / 16.0);
+        // The normal approximation is close there but not exact.
+        let approx = p_larger_normal(&lo, &hi);
+        assert!(approx > 1e-4 && approx < 1e-3, "{approx}");
+        // Small cases by hand: of the 20 ways to pick 3 of {1, 2.5, 2.5,
+        // 4.5, 4.5, 6}, 5 reach b's rank sum of 13.
+        assert!((p_larger(&[1, 2, 3], &[2, 3, 4]) - 0.25).abs() < 1e-12);
+        assert_eq!(p_larger(&[4, 5, 6], &[1, 2, 3]), 1.0);
+        assert!((p_larger(&[1], &[2]) - 0.5).abs() < 1e-12);
     }
 
     #[test]

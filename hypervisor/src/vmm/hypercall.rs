@@ -4,7 +4,7 @@
 
 use crate::channel::Channel;
 use crate::vm::ram::GuestRam;
-use vmlink_abi::hypercall::{self as nr, stat};
+use vmlink_abi::hypercall as nr;
 use vmlink_abi::{HC_ERR_INVALID, HC_ERR_NO_CHANNEL, HC_ERR_PRIVILEGE, HC_ERR_UNKNOWN};
 
 /// One VMCALL as the guest made it.
@@ -35,10 +35,12 @@ impl ChannelOps for Channel {
 }
 
 /// What the calling VM has: its RAM for the mediated path's
-/// frames, its counters for STATS, and its side of the channel.
+/// frames, its counters for STATS (read only by STATS, since gathering them
+/// is not free and doorbells are the fast path), and its side of the
+/// channel.
 pub struct Caller<'a> {
     pub ram: GuestRam<'a>,
-    pub counters: [u64; stat::COUNT as usize],
+    pub counter: &'a dyn Fn(usize) -> Option<u64>,
     pub channel: Option<(&'a dyn ChannelOps, usize)>,
 }
 
@@ -67,8 +69,8 @@ pub fn dispatch(call: Call, caller: &Caller) -> i64 {
         nr::STATS => {
             return usize::try_from(call.args[0])
                 .ok()
-                .and_then(|i| caller.counters.get(i))
-                .map_or(HC_ERR_INVALID, |&v| v.min(i64::MAX as u64) as i64)
+                .and_then(|i| (caller.counter)(i))
+                .map_or(HC_ERR_INVALID, |v| v.min(i64::MAX as u64) as i64)
         }
         _ => {}
     }
@@ -96,6 +98,7 @@ pub fn dispatch(call: Call, caller: &Caller) -> i64 {
 mod tests {
     use super::*;
     use std::cell::RefCell;
+    use vmlink_abi::hypercall::stat;
 
     #[derive(Default)]
     struct Recorder(RefCell<Vec<(usize, String)>>);
@@ -121,29 +124,31 @@ mod tests {
         Call { nr, args, cpl: 0 }
     }
 
+    const COUNTERS: [u64; stat::COUNT as usize] = [
+        100,
+        20,
+        3,
+        4,
+        u64::MAX,
+        7_000_000,
+        60,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        0,
+        40,
+    ];
+
     const RAM: [u8; 16] = [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15];
 
     fn caller(r: &Recorder, side: usize) -> Caller<'_> {
         Caller {
             ram: GuestRam::flat(&RAM),
-            counters: [
-                100,
-                20,
-                3,
-                4,
-                u64::MAX,
-                7_000_000,
-                60,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                0,
-                40,
-            ],
+            counter: &|i| COUNTERS.get(i).copied(),
             channel: Some((r as &dyn ChannelOps, side)),
         }
     }
@@ -251,7 +256,7 @@ mod tests {
         // No channel in this VM.
         let none = Caller {
             ram: GuestRam::flat(&RAM),
-            counters: [0; stat::COUNT as usize],
+            counter: &|_| Some(0),
             channel: None,
         };
         assert_eq!(

@@ -242,18 +242,16 @@ impl<V: Vcpu> Vm<V> {
                     args: [self.vcpu.gpr(RDI), self.vcpu.gpr(RSI), self.vcpu.gpr(RDX)],
                     cpl: self.vcpu.cpl(),
                 };
-                // Only STATS reads the counters: other calls (doorbells,
-                // on the fast path) do not pay for gathering them.
-                let counters = if call.nr == vmlink_abi::hypercall::STATS {
+                if call.nr == vmlink_abi::hypercall::STATS {
                     self.stats.stats_read();
-                    self.platform.counters(&self.stats)
-                } else {
-                    [0; vmlink_abi::hypercall::stat::COUNT as usize]
-                };
+                }
+                let (platform, stats) = (&self.platform, &self.stats);
+                // Gathered only if the call reads them (STATS).
+                let counter = |i: usize| platform.counters(stats).get(i).copied();
                 let caller = hypercall::Caller {
-                    ram: self.platform.ram(),
-                    counters,
-                    channel: self.platform.channel_ops(),
+                    ram: platform.ram(),
+                    counter: &counter,
+                    channel: platform.channel_ops(),
                 };
                 let r = hypercall::dispatch(call, &caller);
                 self.vcpu.set_gpr(RAX, r as u64);
